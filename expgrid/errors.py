@@ -1,0 +1,65 @@
+"""Errors a user can act on.
+
+Every problem found in a study file becomes one :class:`StudyFileError` whose message names the
+file, the field path, the rule and the value, e.g.::
+
+    search_spaces/demo.yaml: sections[1].grid.optimizer.lr: expected a non-empty list of values, got []
+
+The CLI prints that one line and exits with :data:`EXIT_INVALID` before Ray is started.
+"""
+
+from __future__ import annotations
+
+EXIT_INVALID = 2  # bad study file or bad command-line value
+EXIT_FAILED = 1  # the study ran but could not finish (e.g. every trial of a section failed)
+
+
+class ExpgridError(Exception):
+    """Base class of expgrid's own errors."""
+
+
+class ConfigError(ExpgridError):
+    """A value is not what a rule expects; ``field`` is a dotted/indexed path into the config."""
+
+    def __init__(self, field: str, expected: str, got: object = None, *, show_got: bool = True):
+        self.field = field
+        self.expected = expected
+        self.got = got
+        self.show_got = show_got
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        text = f"{self.field}: expected {self.expected}" if self.field else f"expected {self.expected}"
+        if self.show_got:
+            text += f", got {self.got!r}"
+        return text
+
+    def within(self, prefix: str) -> ConfigError:
+        """The same error with ``prefix`` prepended to its field path."""
+        field = f"{prefix}.{self.field}" if self.field and prefix else (prefix or self.field)
+        return ConfigError(field, self.expected, self.got, show_got=self.show_got)
+
+
+class StudyFileError(ExpgridError):
+    """A study file (or an override of it) breaks a rule; the message starts with the file."""
+
+    def __init__(self, path: str, error: ConfigError):
+        self.path = path
+        self.error = error
+        super().__init__(f"{path}: {error}")
+
+
+class UnknownNameError(ConfigError):
+    """A name is not in a registry; the message lists the closest matches and all valid names."""
+
+    def __init__(self, kind: str, name: object, valid: list[str], field: str = ""):
+        import difflib
+
+        close = difflib.get_close_matches(str(name), valid, n=3, cutoff=0.5)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        self.kind = kind
+        super().__init__(field, f"a registered {kind}: one of {', '.join(sorted(valid))}{hint}", name)
+
+
+class StudyFailed(ExpgridError):
+    """The study could not go on (e.g. every trial of a section failed or diverged)."""

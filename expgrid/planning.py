@@ -1,0 +1,202 @@
+"""From a section to its trials: the base config, what it inherits, and the swept values.
+
+For a section the base config is::
+
+    trainable defaults ⊕ study defaults (⊕ --set) ⊕ inherited best values ⊕ section.fixed ⊕ epochs
+
+and each trial lays one point of the sweep over it. The sweep is the cartesian product of
+``grid``, crossed with the rows of ``zip`` (whose lists vary together), crossed with
+``num_samples`` draws of ``sample`` (seeded by the study seed and section id, so a re-run draws
+the same values).
+
+What a section inherits are only the swept values of the best trial of each earlier section
+(``inherit: previous``: all of them, in order; a list: those named; ``none``: nothing). Fixed
+values and epoch overrides of a section are its own and are not carried on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from expgrid.config import expand_names, flatten, get_path, merge, nest, set_path, unknown_paths
+from expgrid.errors import ConfigError, StudyFileError
+from expgrid.study import Sampled, Section, Study
+from trainables.registry import TrainableSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialPlan:
+    index: int
+    swept: dict[str, Any]  # dotted name → value of the parameters this section varies
+    config: dict[str, Any]  # the full nested config the trainable receives
+
+
+def inherited_from(study: Study, section: Section) -> list[str]:
+    """Ids of the earlier sections whose best values ``section`` starts from."""
+    earlier = [s.id for s in study.sections[: study.sections.index(section)]]
+    if section.inherit == "none":
+        return []
+    if section.inherit == "previous":
+        return earlier
+    return [sid for sid in earlier if sid in section.inherit]
+
+
+def carried_values(study: Study, section: Section, bests: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The swept values ``section`` inherits, given the best swept values of finished sections."""
+    carried: dict[str, Any] = {}
+    for sid in inherited_from(study, section):
+        if sid not in bests:
+            raise KeyError(sid)
+        carried.update(bests[sid])
+    return carried
+
+
+def base_config(study: Study, spec: TrainableSpec, section: Section, carried: Mapping[str, Any]) -> dict[str, Any]:
+    schema = spec.defaults or {}
+    config = merge(schema, expand_names(study.defaults, schema))
+    for name, value in carried.items():
+        set_path(config, name, value)
+    config = merge(config, expand_names(nest(dict(section.fixed)), schema))
+    if section.epochs is not None:
+        config["epochs"] = section.epochs
+    return config
+
+
+def sweep_points(study: Study, section: Section) -> list[dict[str, Any]]:
+    """The swept values of each trial, in a fixed order (grid-major, then zip rows, then draws)."""
+    names = [name for name, _ in section.grid]
+    crossed = [dict(zip(names, combo)) for combo in itertools.product(*(v for _, v in section.grid))] or [{}]
+    if section.zip:
+        rows = [dict(zip([n for n, _ in section.zip], row)) for row in zip(*(v for _, v in section.zip))]
+        crossed = [{**point, **row} for point in crossed for row in rows]
+    if not section.sample:
+        return crossed
+    rng = random.Random(f"{study.seed}/{section.id}")
+    return [
+        {**point, **{name: _draw(rng, s) for name, s in section.sample}}
+        for point in crossed
+        for _ in range(section.num_samples)
+    ]
+
+
+def _draw(rng: random.Random, sampled: Sampled) -> Any:
+    low, high = (sampled.args + (None, None))[:2]
+    if sampled.kind == "loguniform":
+        return math.exp(rng.uniform(math.log(low), math.log(high)))
+    if sampled.kind == "uniform":
+        return rng.uniform(low, high)
+    if sampled.kind == "randint":
+        return rng.randint(int(low), int(high))  # both ends included
+    return rng.choice(list(sampled.args))
+
+
+def plan_section(
+    study: Study, spec: TrainableSpec, section: Section, carried: Mapping[str, Any]
+) -> list[TrialPlan]:
+    base = base_config(study, spec, section, carried)
+    schema = spec.defaults or {}
+    plans = []
+    for index, point in enumerate(sweep_points(study, section)):
+        config = merge(base, expand_names(nest(point), schema))
+        plans.append(TrialPlan(index=index, swept=point, config=config))
+    return plans
+
+
+def fingerprint(study: Study, section: Section, plans: list[TrialPlan]) -> str:
+    """Changes when anything that decides the section's trials or its best trial changes."""
+    blob = json.dumps(
+        {"metric": study.metric, "mode": study.mode, "select": section.select, "trials": [p.config for p in plans]},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking a study against its trainable, before anything runs
+
+
+def check_study(study: Study, spec: TrainableSpec) -> None:
+    """Raise :class:`StudyFileError` for the first parameter or metric the trainable rejects."""
+    try:
+        _check(study, spec)
+    except ConfigError as e:
+        raise StudyFileError(study.path, e) from None
+
+
+def _check(study: Study, spec: TrainableSpec) -> None:
+    if spec.metrics is not None:
+        for field, name in [("metric", study.metric)] + [(f"report[{i}]", m) for i, m in enumerate(study.report)]:
+            if name not in spec.metrics:
+                raise ConfigError(field, f"a metric trainable {spec.name!r} reports: one of {', '.join(spec.metrics)}", name)
+    if spec.defaults is None:
+        return
+    schema = spec.defaults
+    for name in unknown_paths(expand_names(study.defaults, schema), schema):
+        raise _not_accepted("defaults", name, spec)
+    for i, section in enumerate(study.sections):
+        field = f"sections[{i}]"
+        for name in section.swept:
+            if not _accepts(schema, name):
+                where = "grid" if name in dict(section.grid) else "zip" if name in dict(section.zip) else "sample"
+                raise _not_accepted(f"{field}.{where}", name, spec)
+        for name in section.fixed:
+            if not _accepts(schema, name):
+                raise _not_accepted(f"{field}.fixed", name, spec)
+        if section.epochs is not None and "epochs" not in schema:
+            raise ConfigError(f"{field}.epochs", f"a trainable with an `epochs` parameter ({spec.name!r} has none)", section.epochs)
+        if spec.check is None:
+            continue
+        for plan in plan_section(study, spec, section, {}):
+            try:
+                spec.check(plan.config)
+            except ConfigError as e:
+                swept = {n for n in section.swept if e.field == n or e.field.startswith(n + ".")}
+                raise e.within(f"{field}.grid" if swept else "defaults") from None
+
+
+_MISSING = object()
+
+
+def _accepts(schema: Mapping[str, Any], name: str) -> bool:
+    return get_path(schema, name, _MISSING) is not _MISSING or _under_free_form(schema, name)
+
+
+def _under_free_form(schema: Mapping[str, Any], name: str) -> bool:
+    """True when ``name`` lies below an empty mapping of the schema (free-form options) or names
+    a mapping-valued parameter as a whole (e.g. ``dataset`` with a dict value)."""
+    parts = name.split(".")
+    for depth in range(1, len(parts) + 1):
+        node = get_path(schema, ".".join(parts[:depth]), _MISSING)
+        if node is _MISSING:
+            return False
+        if isinstance(node, Mapping) and not node:
+            return True
+    return isinstance(get_path(schema, name, _MISSING), Mapping)
+
+
+def _not_accepted(field: str, name: str, spec: TrainableSpec) -> ConfigError:
+    import difflib
+
+    accepted = sorted(flatten(spec.defaults or {}))
+    close = difflib.get_close_matches(name, accepted, n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return ConfigError(
+        f"{field}.{name}", f"a parameter trainable {spec.name!r} accepts: one of {', '.join(accepted)}{hint}", name
+    )
+
+
+def checkpoint_every(config: Mapping[str, Any]) -> int:
+    """Epochs between checkpoints: every epoch for short trials, about 20 per trial for long
+    ones (a 150-epoch MLP trial would otherwise spend more time writing state than training)."""
+    epochs = config.get("epochs")
+    if not isinstance(epochs, int) or epochs <= 20:
+        return 1
+    return math.ceil(epochs / 20)

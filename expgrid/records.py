@@ -1,0 +1,116 @@
+"""What a section's trials did, as plain data: kept on disk so nothing run is lost.
+
+``<results>/sections/<id>/trials.jsonl`` gets one line per trial as it ends (so a crash keeps
+the finished ones); ``section.json`` is written when the section ends and is what a re-run
+reads to skip the section and carry its best values forward.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+COMPLETED = "completed"
+FAILED = "failed"
+RUNNING = "running"
+PENDING = "pending"
+
+
+@dataclasses.dataclass
+class TrialRecord:
+    index: int
+    swept: dict[str, Any]
+    config: dict[str, Any]
+    status: str = PENDING
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    error: str | None = None
+    retries: int = 0
+    started: float | None = None  # unix seconds
+    ended: float | None = None
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.started is None or self.ended is None else self.ended - self.started
+
+    def selected(self, metric: str, mode: str, select: str) -> dict[str, Any] | None:
+        """The epoch that represents this trial: its last, or its best by ``metric``."""
+        rows = [r for r in self.history if _finite(r.get(metric))]
+        if not rows:
+            return None
+        if select == "best_epoch":
+            return (max if mode == "max" else min)(rows, key=lambda r: r[metric])
+        return rows[-1] if self.history[-1] is rows[-1] else None
+
+    def score(self, metric: str, mode: str, select: str) -> float | None:
+        row = self.selected(metric, mode, select) if self.status == COMPLETED else None
+        return None if row is None else float(row[metric])
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrialRecord:
+        return cls(**data)
+
+
+def best_trial(trials: list[TrialRecord], metric: str, mode: str, select: str) -> TrialRecord | None:
+    """The completed trial with the best score; ties go to the earlier trial (grid order)."""
+    scored = [(t.score(metric, mode, select), t) for t in trials]
+    scored = [(s, t) for s, t in scored if s is not None]
+    if not scored:
+        return None
+    sign = 1.0 if mode == "max" else -1.0
+    return max(scored, key=lambda st: (sign * st[0], -st[1].index))[1]
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
+def section_dir(results: Path, section_id: str) -> Path:
+    return results / "sections" / section_id
+
+
+def append_trial(results: Path, section_id: str, trial: TrialRecord) -> None:
+    path = section_dir(results, section_id) / "trials.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(trial.to_json(), default=str) + "\n")
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write atomically: a crash mid-write leaves the old file, never half of the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_section(results: Path, section_id: str, summary: dict[str, Any], trials: list[TrialRecord]) -> None:
+    folder = section_dir(results, section_id)
+    write_json(folder / "trials.json", [t.to_json() for t in trials])
+    write_json(folder / "section.json", summary)  # last: its presence means "finished"
+
+
+def read_section(results: Path, section_id: str) -> dict[str, Any] | None:
+    return read_json(section_dir(results, section_id) / "section.json")
+
+
+def read_trials(results: Path, section_id: str) -> list[TrialRecord]:
+    data = read_json(section_dir(results, section_id) / "trials.json") or []
+    return [TrialRecord.from_json(d) for d in data]

@@ -1,0 +1,362 @@
+"""Runs a study: its sections in order, each as one Ray Tune experiment, tracked in MLflow.
+
+For each section: plan its trials (``planning``), skip it when ``<results>/sections/<id>``
+already holds a finished run of the very same trials, otherwise run them through the Ray
+adapter, record every trial (``records``), pick the best by the study metric, and carry its
+swept values into the sections that inherit. Ray is started only when some section has work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from expgrid import planning, records
+from expgrid.config import flatten
+from expgrid.errors import ConfigError, StudyFailed, StudyFileError
+from expgrid.progress import ProgressLine
+from expgrid.records import COMPLETED, FAILED, RUNNING, TrialRecord
+from expgrid.study import Section, Study, load_study
+from expgrid.tracking import Tracker, default_tracking_uri
+from trainables.registry import TrainableSpec, resolve_trainable
+
+
+@dataclasses.dataclass
+class RunOptions:
+    results_dir: Path | None = None  # default: results/<study name>
+    tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else SQLite under results
+    address: str | None = None  # a running Ray cluster; None starts a local one
+    sections: tuple[str, ...] | None = None  # only these section ids
+    max_concurrent: int | None = None
+    num_cpus: int | None = None  # for a local Ray only
+    num_gpus: int | None = None
+    stream: TextIO | None = None  # where progress and summaries go (stdout)
+
+
+@dataclasses.dataclass
+class SectionOutcome:
+    section: Section
+    trials: list[TrialRecord]
+    best: TrialRecord | None
+    skipped: bool  # finished in an earlier run and read back
+    seconds: float
+
+
+@dataclasses.dataclass
+class StudyOutcome:
+    study: Study
+    results_dir: Path
+    tracking_uri: str
+    sections: list[SectionOutcome]
+
+
+def prepare(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[Study, TrainableSpec]:
+    """Load and fully check a study (no Ray). Raises StudyFileError."""
+    study = load_study(path, overrides)
+    try:
+        spec = resolve_trainable(study.trainable)
+    except ConfigError as e:
+        raise StudyFileError(study.path, e) from None
+    planning.check_study(study, spec)
+    return study, spec
+
+
+def run_study(study: Study, spec: TrainableSpec, options: RunOptions | None = None) -> StudyOutcome:
+    options = options or RunOptions()
+    out = options.stream or sys.stdout
+    results = (options.results_dir or Path("results") / study.name).resolve()
+    results.mkdir(parents=True, exist_ok=True)
+    uri = options.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(results)
+    wanted = _selected_sections(study, options.sections)
+    state = records.read_json(results / "study.json") or {}
+
+    tracker = Tracker(uri, study.name, artifact_root=results / "mlartifacts")
+    study_run = tracker.start_study(
+        study.name,
+        {"study_file": study.path, "trainable": study.trainable, "metric": study.metric, "mode": study.mode,
+         "seed": study.seed, "defaults": dict(study.defaults)},
+        run_id=state.get("mlflow_run_id") if state.get("tracking_uri") == uri else None,
+    )  # fmt: skip
+    records.write_json(results / "study.json", {"study": study.name, "study_file": str(study.path),
+                                                "tracking_uri": uri, "mlflow_run_id": study_run})  # fmt: skip
+    print(f"Study {study.name}: {len(study.sections)} sections, results in {results}", file=out)
+
+    bests: dict[str, dict[str, Any]] = {}
+    outcomes: list[SectionOutcome] = []
+    data_cache: dict[Any, Any] = {}
+    status = "FAILED"
+    try:
+        for section in study.sections:
+            try:
+                carried = planning.carried_values(study, section, bests)
+            except KeyError as e:
+                raise StudyFailed(
+                    f"section {section.id} inherits from section {e.args[0]}, which has no finished results in "
+                    f"{results}; run that section first or set `inherit` to leave it out"
+                ) from None
+            plans = planning.plan_section(study, spec, section, carried)
+            fingerprint = planning.fingerprint(study, section, plans)
+            saved = records.read_section(results, section.id)
+            if saved and saved.get("fingerprint") == fingerprint and saved.get("best") is not None:
+                outcome = _read_back(section, results, saved)
+                print(f"  {section.id} {section.name}: finished earlier, best {_describe(study, outcome.best)}", file=out)
+            elif section.id not in wanted:
+                continue
+            else:
+                outcome = _run_section(study, spec, section, plans, fingerprint, results, tracker, options, data_cache)
+            outcomes.append(outcome)
+            if outcome.best is None:
+                raise StudyFailed(
+                    f"section {section.id} ({section.name}): none of its {len(outcome.trials)} trials completed "
+                    f"with a finite {study.metric}; nothing to carry forward. Errors: "
+                    + "; ".join(sorted({t.error or t.status for t in outcome.trials}))[:2000]
+                )
+            bests[section.id] = outcome.best.swept
+        status = "FINISHED"
+    finally:
+        summary = summary_rows(study, outcomes)
+        tracker.end_study(status, {"summary.json": summary})
+        tracker.close()
+        for error in tracker.errors[:5]:
+            print(f"warning: MLflow: {error}", file=out)
+    return StudyOutcome(study, results, uri, outcomes)
+
+
+def _selected_sections(study: Study, ids: tuple[str, ...] | None) -> set[str]:
+    known = [s.id for s in study.sections]
+    if ids is None:
+        return set(known)
+    for sid in ids:
+        if sid not in known:
+            raise StudyFileError(study.path, ConfigError("--sections", f"section ids of this study: {', '.join(known)}", sid))
+    return set(ids)
+
+
+def _read_back(section: Section, results: Path, saved: dict[str, Any]) -> SectionOutcome:
+    trials = records.read_trials(results, section.id)
+    best = next((t for t in trials if t.index == saved["best"]["index"]), None)
+    return SectionOutcome(section, trials, best, skipped=True, seconds=float(saved.get("seconds", 0.0)))
+
+
+# ---------------------------------------------------------------------------------------------
+# One section
+
+
+class _SectionEvents:
+    """Receives trial events from the Ray adapter; keeps records, progress and MLflow in step."""
+
+    def __init__(self, study: Study, section: Section, trials: list[TrialRecord], results: Path,
+                 tracker: Tracker, progress: ProgressLine):  # fmt: skip
+        self.study, self.section, self.trials = study, section, {t.index: t for t in trials}
+        self.results, self.tracker, self.progress = results, tracker, progress
+
+    def trial_started(self, index: int) -> None:
+        trial = self.trials[index]
+        if trial.started is None:
+            trial.started = time.time()
+            name = f"{self.section.id}/{index} " + " ".join(f"{k}={_short(v)}" for k, v in trial.swept.items())
+            self.tracker.start_trial(self.section.id, index, name[:250], trial.config, {})
+        trial.status = RUNNING
+        self._redraw(False)
+
+    def trial_result(self, index: int, metrics: dict[str, Any]) -> None:
+        self.trials[index].history.append(metrics)
+        self.tracker.log_epoch(self.section.id, index, metrics)
+        self._redraw(False)
+
+    def trial_retried(self, index: int, error: str) -> None:
+        self.trials[index].retries += 1
+
+    def trial_finished(self, index: int, error: str | None) -> None:
+        trial = self.trials[index]
+        trial.ended = time.time()
+        trial.status = FAILED if error else COMPLETED
+        trial.error = error
+        records.append_trial(self.results, self.section.id, trial)
+        tags = {"expgrid.status": trial.status, "expgrid.retries": str(trial.retries)}
+        if error:
+            tags["expgrid.error"] = error[:5000]
+        self.tracker.end_trial(self.section.id, index, "FAILED" if error else "FINISHED", tags)
+        self._redraw(True)
+
+    def _redraw(self, trial_ended: bool) -> None:
+        trials = list(self.trials.values())
+        best = records.best_trial(
+            [t for t in trials if t.status == COMPLETED], self.study.metric, self.study.mode, self.section.select
+        )
+        best_text = ""
+        if best is not None:
+            best_text = _describe(self.study, best, self.section.select)
+        self.progress.update(
+            done=sum(t.status in (COMPLETED, FAILED) for t in trials),
+            running=sum(t.status == RUNNING for t in trials),
+            failed=sum(t.status == FAILED for t in trials),
+            best=best_text,
+            trial_ended=trial_ended,
+        )
+
+
+def _run_section(
+    study: Study,
+    spec: TrainableSpec,
+    section: Section,
+    plans: list[planning.TrialPlan],
+    fingerprint: str,
+    results: Path,
+    tracker: Tracker,
+    options: RunOptions,
+    data_cache: dict[Any, Any],
+) -> SectionOutcome:
+    from cluster import ray_api  # imported here: validation and `expgrid show` never load Ray
+
+    resources = section.resources or study.resources
+    available = ray_api.connect(options.address, options.num_cpus, options.num_gpus)
+    _check_fits(section, resources.as_ray(), ray_api.node_resources(), available)
+
+    folder = records.section_dir(results, section.id)
+    if folder.exists():  # an unfinished earlier attempt: its trials are rerun from the start
+        for stale in ("trials.jsonl", "trials.json", "section.json"):
+            (folder / stale).unlink(missing_ok=True)
+    trials = [TrialRecord(index=p.index, swept=p.swept, config=p.config) for p in plans]
+    fixed = {k: v for k, v in flatten(plans[0].config).items() if k not in section.swept}
+    tracker.start_section(section.id, section.name, fixed)
+
+    shared, data_ids = _shared_data(spec, plans, data_cache)
+    trial_params = [
+        {"index": p.index, "config": p.config, "ref": spec.ref, "data": data_ids.get(p.index),
+         "checkpoint_every": planning.checkpoint_every(p.config)}
+        for p in plans
+    ]  # fmt: skip
+    progress = ProgressLine(f"{section.id} {section.name}", len(plans), study.metric, options.stream)
+    events = _SectionEvents(study, section, trials, results, tracker, progress)
+    seconds = ray_api.run_section(
+        ray_api.TuneSection(
+            name=f"section-{section.id}",
+            storage_path=str(results / "tune"),
+            trials=trial_params,
+            resources=resources.as_ray(),
+            shared=shared,
+            max_concurrent=options.max_concurrent or section.max_concurrent or study.max_concurrent,
+            code_path=os.getcwd(),
+        ),
+        events,
+    )
+    progress.close()
+    for trial in trials:  # a trial Tune never reported on (e.g. it could not be scheduled)
+        if trial.status not in (COMPLETED, FAILED):
+            trial.status, trial.error = FAILED, trial.error or "trial did not finish"
+    best = records.best_trial(trials, study.metric, study.mode, section.select)
+    summary = {
+        "id": section.id,
+        "name": section.name,
+        "fingerprint": fingerprint,
+        "seconds": seconds,
+        "metric": study.metric,
+        "mode": study.mode,
+        "select": section.select,
+        "best": None if best is None else {
+            "index": best.index, "swept": best.swept, "config": best.config,
+            "metrics": best.selected(study.metric, study.mode, section.select),
+        },
+    }  # fmt: skip
+    records.write_section(results, section.id, summary, trials)
+    best_row = best.selected(study.metric, study.mode, section.select) if best else {}
+    tracker.end_section(
+        section.id,
+        "FINISHED" if best else "FAILED",
+        {f"best_{study.metric}": (best_row or {}).get(study.metric, math.nan), "seconds": seconds},
+        {"best_config.json": summary["best"] or {}},
+        {"expgrid.best_trial": str(best.index) if best else "none"},
+    )
+    out = options.stream or sys.stdout
+    if best is not None:
+        print(f"  {section.id} {section.name}: best {_describe(study, best, section.select)} ({seconds:.1f}s)", file=out)
+    return SectionOutcome(section, trials, best, skipped=False, seconds=seconds)
+
+
+def _shared_data(
+    spec: TrainableSpec, plans: list[planning.TrialPlan], cache: dict[Any, Any]
+) -> tuple[dict[str, Any], dict[int, str]]:
+    """Load each distinct dataset of the section once (on the driver); trials get it through
+    Ray's object store, so each node holds one copy however many trials read it."""
+    if not spec.takes_data:
+        return {}, {}
+    shared: dict[str, Any] = {}
+    ids: dict[int, str] = {}
+    keys: dict[Any, str] = {}
+    for plan in plans:
+        key = spec.data_key(plan.config) if spec.data_key else json.dumps(plan.config, sort_keys=True, default=str)
+        if key not in keys:
+            keys[key] = f"data{len(keys)}"
+            if key not in cache:
+                cache[key] = spec.load_data(plan.config)
+            shared[keys[key]] = cache[key]
+        ids[plan.index] = keys[key]
+    return shared, ids
+
+
+def _check_fits(section: Section, per_trial: dict[str, float], nodes: list[dict[str, float]],
+                total: dict[str, float]) -> None:  # fmt: skip
+    if any(all(node[k] >= per_trial[k] for k in per_trial) for node in nodes):
+        return
+    largest = max(nodes, key=lambda n: (n["gpu"], n["cpu"]), default={"cpu": 0, "gpu": 0})
+    raise StudyFailed(
+        f"section {section.id}: one trial asks for {per_trial['cpu']:g} CPU and {per_trial['gpu']:g} GPU, but no node "
+        f"of this Ray cluster has that much (largest node: {largest['cpu']:g} CPU, {largest['gpu']:g} GPU; cluster "
+        f"total: {total['cpu']:g} CPU, {total['gpu']:g} GPU). Lower `resources` or add nodes."
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Words for people
+
+
+def _short(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else json.dumps(value) if isinstance(value, list) else str(value)
+
+
+def _describe(study: Study, trial: TrialRecord | None, select: str | None = None) -> str:
+    if trial is None:
+        return "none"
+    score = trial.score(study.metric, study.mode, select or "last_epoch")
+    if score is None and trial.history:
+        score = trial.history[-1].get(study.metric)
+    swept = ", ".join(f"{k}={_short(v)}" for k, v in trial.swept.items())
+    return f"{_short(score)} ({swept})" if score is not None else f"({swept})"
+
+
+def summary_rows(study: Study, outcomes: list[SectionOutcome]) -> list[dict[str, Any]]:
+    """Section → best swept values and metrics: the study's summary table."""
+    rows = []
+    for outcome in outcomes:
+        best = outcome.best
+        selected = best.selected(study.metric, study.mode, outcome.section.select) if best else None
+        rows.append(
+            {
+                "section": outcome.section.id,
+                "name": outcome.section.name,
+                "swept": list(outcome.section.swept),
+                "best": best.swept if best else None,
+                study.metric: (selected or {}).get(study.metric),
+                **{m: (selected or {}).get(m) for m in study.report},
+                "trials": len(outcome.trials),
+            }
+        )
+    return rows
+
+
+def print_summary(study: Study, outcome: StudyOutcome, stream: TextIO | None = None,
+                  ui_hint: Callable[[str], str] | None = None) -> None:  # fmt: skip
+    out = stream or sys.stdout
+    print("\nBest configuration per section:", file=out)
+    for row in summary_rows(study, outcome.sections):
+        extra = "".join(f"  {m}={_short(row[m])}" for m in study.report if row.get(m) is not None)
+        best = ", ".join(f"{k}={_short(v)}" for k, v in (row["best"] or {}).items())
+        print(f"  {row['section']:>6} {row['name']:<28} {best:<40} {study.metric}={_short(row[study.metric])}{extra}", file=out)

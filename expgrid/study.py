@@ -1,0 +1,368 @@
+"""The study file: YAML → frozen, typed objects, every rule checked before anything starts.
+
+The schema (documented for users in README.md, "Study files")::
+
+    study: fashion-mnist-regularisation      # name; also the MLflow experiment
+    description: free text
+    trainable: classify                      # a registered name, or "package.module:function"
+    metric: val_accuracy                     # picks the best trial of each section
+    mode: max                                # max | min
+    report: [val_loss]                       # secondary metrics for summaries
+    seed: 0
+    defaults: {...}                          # the base config (nested or dotted keys)
+    resources: {cpu: 1, gpu: 0}              # per trial
+    max_concurrent: 4                        # optional cap on parallel trials
+    sections:
+      - id: "3.2"                            # a string; quote numbers such as "3.2"
+        name: Weight decay
+        inherit: previous                    # previous (default) | none | [ids]
+        grid: {optimizer.weight_decay: [0, 1.0e-4]}   # crossed: the cartesian product
+        zip: {batch_size: [16, 128], epochs: [10, 50]} # zipped: values vary together
+        sample: {optimizer.lr: {loguniform: [1.0e-5, 1.0e-1]}}
+        num_samples: 4                       # draws of `sample` per grid point
+        fixed: {model.dropout: 0.3}          # set for this section only, not carried on
+        epochs: 20                           # sets the `epochs` parameter
+        select: last_epoch                   # last_epoch | best_epoch
+        scheduler: fifo                      # fifo (more with the scheduling issue)
+        resources: {cpu: 1}
+        max_concurrent: 2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from expgrid.config import flatten, nest
+from expgrid.errors import ConfigError, StudyFileError
+
+MODES = ("max", "min")
+SELECTS = ("last_epoch", "best_epoch")
+SCHEDULERS = ("fifo",)
+SAMPLERS = {"loguniform": 2, "uniform": 2, "randint": 2, "choice": None}
+
+
+@dataclasses.dataclass(frozen=True)
+class Resources:
+    """What one trial reserves: CPUs (fractions allowed) and GPUs (a fraction, or whole GPUs)."""
+
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+    def as_ray(self) -> dict[str, float]:
+        return {"cpu": self.cpu, "gpu": self.gpu}
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampled:
+    """A parameter drawn at random: ``loguniform``/``uniform``/``randint`` [low, high] or ``choice``."""
+
+    kind: str
+    args: tuple[Any, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    id: str
+    name: str
+    description: str = ""
+    grid: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    zip: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    sample: tuple[tuple[str, Sampled], ...] = ()
+    num_samples: int = 1
+    fixed: Mapping[str, Any] = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
+    inherit: str | tuple[str, ...] = "previous"
+    epochs: int | None = None
+    select: str = "last_epoch"
+    scheduler: str = "fifo"
+    resources: Resources | None = None
+    max_concurrent: int | None = None
+
+    @property
+    def swept(self) -> tuple[str, ...]:
+        """The dotted names of the parameters this section varies."""
+        return tuple(k for k, _ in self.grid) + tuple(k for k, _ in self.zip) + tuple(k for k, _ in self.sample)
+
+    @property
+    def num_trials(self) -> int:
+        n = math.prod(len(v) for _, v in self.grid)
+        if self.zip:
+            n *= len(self.zip[0][1])
+        return n * self.num_samples
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    name: str
+    trainable: str
+    metric: str
+    mode: str
+    sections: tuple[Section, ...]
+    defaults: Mapping[str, Any]
+    description: str = ""
+    report: tuple[str, ...] = ()
+    seed: int = 0
+    resources: Resources = Resources()
+    max_concurrent: int | None = None
+    path: str = "<study>"
+
+    def section(self, section_id: str) -> Section:
+        for s in self.sections:
+            if s.id == section_id:
+                return s
+        raise KeyError(section_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+STUDY_KEYS = {
+    "study", "description", "trainable", "metric", "mode", "report", "seed", "defaults",
+    "resources", "max_concurrent", "sections",
+}
+SECTION_KEYS = {
+    "id", "name", "description", "grid", "zip", "sample", "num_samples", "fixed", "inherit",
+    "epochs", "select", "scheduler", "resources", "max_concurrent",
+}
+
+
+def load_study(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Study:
+    """Read and check a study file. ``overrides`` (``--set``) are laid over ``defaults``.
+
+    Raises :class:`StudyFileError` naming the file and field of the first broken rule."""
+    path = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise StudyFileError(path, ConfigError("", "a readable YAML file", e.strerror, show_got=True)) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "YAML"
+        raise StudyFileError(path, ConfigError(where, "valid YAML", str(getattr(e, "problem", e)))) from None
+    try:
+        return parse_study(raw, path, overrides or {})
+    except ConfigError as e:
+        raise StudyFileError(path, e) from None
+
+
+def parse_study(raw: Any, path: str = "<study>", overrides: Mapping[str, Any] | None = None) -> Study:
+    _mapping(raw, "", "a mapping at the top of the file")
+    _known_keys(raw, STUDY_KEYS, "")
+    for key in ("study", "trainable", "metric", "sections"):
+        if key not in raw:
+            raise ConfigError(key, "this key to be present", None, show_got=False)
+    defaults = nest(_mapping(raw.get("defaults", {}), "defaults", "a mapping of parameter → value"), "defaults")
+    if overrides:
+        from expgrid.config import merge
+
+        defaults = merge(defaults, nest(overrides, "--set"))
+    mode = raw.get("mode", "max")
+    if mode not in MODES:
+        raise ConfigError("mode", f"one of {', '.join(MODES)}", mode)
+    sections_raw = raw["sections"]
+    if not isinstance(sections_raw, list) or not sections_raw:
+        raise ConfigError("sections", "a non-empty list of sections", sections_raw)
+    sections: list[Section] = []
+    for i, s in enumerate(sections_raw):
+        section = _section(s, f"sections[{i}]")
+        if any(section.id == other.id for other in sections):
+            raise ConfigError(f"sections[{i}].id", "section ids to be unique", section.id)
+        earlier = {other.id for other in sections}
+        if isinstance(section.inherit, tuple):
+            for sid in section.inherit:
+                if sid not in earlier:
+                    raise ConfigError(f"sections[{i}].inherit", f"ids of earlier sections ({', '.join(sorted(earlier)) or 'none'})", sid)
+        sections.append(section)
+    return Study(
+        name=_string(raw["study"], "study"),
+        description=_string(raw.get("description", ""), "description", allow_empty=True),
+        trainable=_string(raw["trainable"], "trainable"),
+        metric=_string(raw["metric"], "metric"),
+        mode=mode,
+        report=tuple(_string(m, f"report[{j}]") for j, m in enumerate(_list(raw.get("report", []), "report"))),
+        seed=_integer(raw.get("seed", 0), "seed"),
+        defaults=types.MappingProxyType(defaults),
+        resources=_resources(raw.get("resources", {}), "resources"),
+        max_concurrent=_optional_positive(raw.get("max_concurrent"), "max_concurrent"),
+        sections=tuple(sections),
+        path=path,
+    )
+
+
+def _section(raw: Any, field: str) -> Section:
+    _mapping(raw, field, "a mapping describing a section")
+    _known_keys(raw, SECTION_KEYS, field)
+    if "id" not in raw:
+        raise ConfigError(f"{field}.id", "a section id such as \"3.1\"", None, show_got=False)
+    sid = raw["id"]
+    if isinstance(sid, bool) or isinstance(sid, float) or not isinstance(sid, (str, int)):
+        raise ConfigError(f"{field}.id", 'a string such as "3.1" (quote it: YAML reads 3.1 as a number)', sid)
+    sid = str(sid)
+    if not sid or any(c in sid for c in "/\\ "):
+        raise ConfigError(f"{field}.id", "a non-empty id without spaces or slashes", sid)
+    grid = _sweep(raw.get("grid", {}), f"{field}.grid")
+    zipped = _sweep(raw.get("zip", {}), f"{field}.zip")
+    if zipped:
+        lengths = {k: len(v) for k, v in zipped}
+        if len(set(lengths.values())) > 1:
+            raise ConfigError(f"{field}.zip", "lists of equal length (their values vary together)", lengths)
+    sample = _samples(raw.get("sample", {}), f"{field}.sample")
+    names = [k for k, _ in grid] + [k for k, _ in zipped] + [k for k, _ in sample]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"{field}", "each parameter swept once (in grid, zip or sample)", name)
+    num_samples = _integer(raw.get("num_samples", 1), f"{field}.num_samples", minimum=1)
+    if num_samples > 1 and not sample:
+        raise ConfigError(f"{field}.num_samples", "`sample` parameters to draw (num_samples repeats draws)", num_samples)
+    if not names:
+        raise ConfigError(f"{field}", "at least one swept parameter in grid, zip or sample", None, show_got=False)
+    fixed = flatten(nest(_mapping(raw.get("fixed", {}), f"{field}.fixed", "a mapping"), f"{field}.fixed"))
+    for name in fixed:
+        if name in names:
+            raise ConfigError(f"{field}.fixed.{name}", "a parameter the section does not also sweep", fixed[name])
+    inherit = raw.get("inherit", "previous")
+    if isinstance(inherit, list):
+        inherit = tuple(str(x) for x in inherit)
+    elif inherit not in ("previous", "none"):
+        raise ConfigError(f"{field}.inherit", "previous, none, or a list of earlier section ids", inherit)
+    select = raw.get("select", "last_epoch")
+    if select not in SELECTS:
+        raise ConfigError(f"{field}.select", f"one of {', '.join(SELECTS)}", select)
+    scheduler = raw.get("scheduler", "fifo")
+    if scheduler not in SCHEDULERS:
+        raise ConfigError(f"{field}.scheduler", f"one of {', '.join(SCHEDULERS)}", scheduler)
+    epochs = raw.get("epochs")
+    return Section(
+        id=sid,
+        name=_string(raw.get("name", f"Section {sid}"), f"{field}.name"),
+        description=_string(raw.get("description", ""), f"{field}.description", allow_empty=True),
+        grid=grid,
+        zip=zipped,
+        sample=sample,
+        num_samples=num_samples,
+        fixed=types.MappingProxyType(fixed),
+        inherit=inherit,
+        epochs=None if epochs is None else _integer(epochs, f"{field}.epochs", minimum=1),
+        select=select,
+        scheduler=scheduler,
+        resources=_resources(raw["resources"], f"{field}.resources") if "resources" in raw else None,
+        max_concurrent=_optional_positive(raw.get("max_concurrent"), f"{field}.max_concurrent"),
+    )
+
+
+def _sweep(raw: Any, field: str) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    _mapping(raw, field, "a mapping of parameter → list of values")
+    out = []
+    for name, values in flatten_sweep(raw, field).items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{field}.{name}", "a non-empty list of values", values)
+        out.append((name, tuple(values)))
+    return tuple(out)
+
+
+def flatten_sweep(raw: Mapping[str, Any], field: str) -> dict[str, Any]:
+    """Sweep keys may be nested or dotted; values are the lists (never descended into)."""
+    return flatten(nest(raw, field))
+
+
+def _samples(raw: Any, field: str) -> tuple[tuple[str, Sampled], ...]:
+    _mapping(raw, field, "a mapping of parameter → {loguniform|uniform|randint: [low, high]} or {choice: [...]}")
+    out = []
+    # A sampler spec is itself a one-key mapping, so flatten to the level above it.
+    for name, spec in _flatten_to_samplers(raw).items():
+        f = f"{field}.{name}"
+        if not isinstance(spec, Mapping) or len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
+            raise ConfigError(f, f"one of {{{' | '.join(SAMPLERS)}: ...}}", spec)
+        kind, args = next(iter(spec.items()))
+        if not isinstance(args, list) or not args:
+            raise ConfigError(f"{f}.{kind}", "a non-empty list", args)
+        if SAMPLERS[kind] == 2:
+            if len(args) != 2 or not all(_is_number(a) for a in args) or not args[0] < args[1]:
+                raise ConfigError(f"{f}.{kind}", "[low, high] with low < high", args)
+            if kind == "loguniform" and args[0] <= 0:
+                raise ConfigError(f"{f}.{kind}", "a positive low bound for a log scale", args)
+        out.append((name, Sampled(kind, tuple(args))))
+    return tuple(out)
+
+
+def _flatten_to_samplers(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and not (len(value) == 1 and next(iter(value)) in SAMPLERS):
+            out.update(_flatten_to_samplers(value, path))
+        else:
+            out[path] = value
+    return out
+
+
+def _resources(raw: Any, field: str) -> Resources:
+    _mapping(raw, field, "a mapping such as {cpu: 1, gpu: 0.25}")
+    _known_keys(raw, {"cpu", "gpu"}, field)
+    cpu = raw.get("cpu", 1)
+    gpu = raw.get("gpu", 0)
+    for name, value in (("cpu", cpu), ("gpu", gpu)):
+        if not _is_number(value) or value < 0:
+            raise ConfigError(f"{field}.{name}", "a number ≥ 0", value)
+        if value > 1 and value != int(value):
+            raise ConfigError(f"{field}.{name}", "a fraction in (0, 1] or a whole number", value)
+    if cpu == 0:
+        raise ConfigError(f"{field}.cpu", "a number > 0 (a trial needs some CPU)", cpu)
+    return Resources(cpu=float(cpu), gpu=float(gpu))
+
+
+# --- small checks: each names the field and says what it expected -------------------------
+
+
+def _mapping(value: Any, field: str, expected: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(field, expected, value)
+    return value
+
+
+def _list(value: Any, field: str) -> Sequence[Any]:
+    if not isinstance(value, list):
+        raise ConfigError(field, "a list", value)
+    return value
+
+
+def _known_keys(raw: Mapping[str, Any], allowed: set[str], field: str) -> None:
+    import difflib
+
+    for key in raw:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            where = f"{field}.{key}" if field else str(key)
+            raise ConfigError(where, f"a known key: one of {', '.join(sorted(allowed))}{hint}", key)
+
+
+def _string(value: Any, field: str, allow_empty: bool = False) -> str:
+    if not isinstance(value, str) or (not value and not allow_empty):
+        raise ConfigError(field, "a non-empty string" if not allow_empty else "a string", value)
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _integer(value: Any, field: str, minimum: int | None = None) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(field, "an integer", value)
+    if minimum is not None and value < minimum:
+        raise ConfigError(field, f"an integer ≥ {minimum}", value)
+    return value
+
+
+def _optional_positive(value: Any, field: str) -> int | None:
+    return None if value is None else _integer(value, field, minimum=1)

@@ -1,0 +1,202 @@
+"""MLflow tracking: study → section → trial nested runs, written from the driver only.
+
+Trials never talk to MLflow: their reports reach the driver through Tune, and one background
+thread here turns them into MLflow calls, merging queued per-epoch metrics into few
+``log_batch`` calls. So the tracking server only has to be reachable from the driver, trials
+do not wait on it, and a slow server does not slow a section down.
+
+Layout in MLflow: one experiment per study (named after it); a study run; under it a run per
+section (tags ``expgrid.section_id`` / ``expgrid.section_name``; params: the section's fixed
+config; metric ``best_<metric>``; artifact ``best_config.json``); under each section a run per
+trial (params: its full config, dotted; metrics per epoch with step = epoch; FAILED when the
+trial failed). Nesting uses MLflow's ``mlflow.parentRunId`` tag, which the UI shows as a tree.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from expgrid.config import flatten
+
+PARENT_TAG = "mlflow.parentRunId"
+_PARAM_MAX = 6000  # MLflow's limit on a param value's length
+_BATCH_MAX = 1000  # MLflow's limit on metrics per log_batch
+
+
+def default_tracking_uri(results_dir: Path) -> str:
+    """A SQLite store beside the results (MLflow 3 refuses new file stores by default)."""
+    return f"sqlite:///{(results_dir / 'mlflow.db').resolve()}"
+
+
+class Tracker:
+    """Writes one study's runs. Methods return at once; :meth:`flush` waits for the writes."""
+
+    def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None = None):
+        import logging
+
+        from mlflow.tracking import MlflowClient  # heavy import: only when a study runs
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "creating tables" chatter
+
+        self.uri = tracking_uri
+        self.client = MlflowClient(tracking_uri)
+        existing = self.client.get_experiment_by_name(experiment)
+        if existing is not None:
+            self.experiment_id = existing.experiment_id
+        else:
+            # A local store keeps artifacts beside the results, not in the current directory.
+            location = None
+            if artifact_root is not None and not tracking_uri.startswith(("http://", "https://", "databricks")):
+                location = artifact_root.resolve().as_uri()
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        self._runs: dict[Any, str] = {}  # (section id, trial index) / section id / "study" → run id
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._pending_metrics: dict[str, list[Any]] = {}
+        self.errors: list[str] = []
+        self._thread = threading.Thread(target=self._work, name="expgrid-mlflow", daemon=True)
+        self._thread.start()
+
+    # --- runs -----------------------------------------------------------------------------
+
+    def start_study(self, name: str, params: Mapping[str, Any], run_id: str | None = None) -> str:
+        """Create the study run, or reopen ``run_id`` when a study is continued."""
+        if run_id is not None and self._exists(run_id):
+            self.client.update_run(run_id, status="RUNNING")
+        else:
+            run_id = self.client.create_run(self.experiment_id, run_name=name, tags={"expgrid.kind": "study"}).info.run_id
+            self._log_params(run_id, params)
+        self._runs["study"] = run_id
+        return run_id
+
+    def start_section(self, section_id: str, name: str, params: Mapping[str, Any]) -> str:
+        self.flush()
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"{section_id} {name}",
+            tags={
+                PARENT_TAG: self._runs["study"],
+                "expgrid.kind": "section",
+                "expgrid.section_id": section_id,
+                "expgrid.section_name": name,
+            },
+        )
+        self._runs[section_id] = run.info.run_id
+        self._log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def start_trial(self, section_id: str, index: int, name: str, config: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+        def create() -> None:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=name,
+                tags={PARENT_TAG: self._runs[section_id], "expgrid.kind": "trial", "expgrid.section_id": section_id,
+                      "expgrid.trial_index": str(index), **tags},
+            )  # fmt: skip
+            self._runs[(section_id, index)] = run.info.run_id
+            self._log_params(run.info.run_id, config)
+
+        self._queue.put(create)
+
+    def log_epoch(self, section_id: str, index: int, metrics: Mapping[str, Any]) -> None:
+        from mlflow.entities import Metric
+
+        step = int(metrics.get("epoch", 0))
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if _is_number(v) and k != "epoch"]
+        self._queue.put(lambda: self._pending_metrics.setdefault(self._runs[(section_id, index)], []).extend(batch))
+
+    def end_trial(self, section_id: str, index: int, status: str, tags: Mapping[str, str]) -> None:
+        def end() -> None:
+            run_id = self._runs[(section_id, index)]
+            self._write_metrics()
+            for key, value in tags.items():
+                self.client.set_tag(run_id, key, value)
+            self.client.set_terminated(run_id, status)
+
+        self._queue.put(end)
+
+    def end_section(
+        self, section_id: str, status: str, metrics: Mapping[str, float], artifacts: Mapping[str, Any], tags: Mapping[str, str]
+    ) -> None:
+        self.flush()
+        run_id = self._runs[section_id]
+        for key, value in metrics.items():
+            if _is_number(value):
+                self.client.log_metric(run_id, key, float(value))
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, value)
+        for name, content in artifacts.items():
+            if isinstance(content, Path):
+                self.client.log_artifact(run_id, str(content))
+            else:
+                self.client.log_text(run_id, content if isinstance(content, str) else json.dumps(content, indent=2, default=str), name)
+        self.client.set_terminated(run_id, status)
+
+    def end_study(self, status: str, artifacts: Mapping[str, Any] | None = None) -> None:
+        self.flush()
+        run_id = self._runs["study"]
+        for name, content in (artifacts or {}).items():
+            self.client.log_text(run_id, content if isinstance(content, str) else json.dumps(content, indent=2, default=str), name)
+        self.client.set_terminated(run_id, status)
+
+    def run_id(self, key: Any) -> str | None:
+        return self._runs.get(key)
+
+    # --- the writer thread -----------------------------------------------------------------
+
+    def flush(self) -> None:
+        self._queue.join()
+
+    def close(self) -> None:
+        self.flush()
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                job()
+                if self._queue.empty():
+                    self._write_metrics()  # idle: write what has gathered
+            except Exception as e:  # a tracking hiccup must not end the study; the results stay on disk
+                self.errors.append(f"{type(e).__name__}: {e}")
+            finally:
+                self._queue.task_done()
+
+    def _write_metrics(self) -> None:
+        pending, self._pending_metrics = self._pending_metrics, {}
+        for run_id, metrics in pending.items():
+            for start in range(0, len(metrics), _BATCH_MAX):
+                self.client.log_batch(run_id, metrics=metrics[start : start + _BATCH_MAX])
+
+    def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _param_text(v)) for k, v in flatten(params).items()]
+        for start in range(0, len(items), 100):  # MLflow allows 100 params per batch
+            self.client.log_batch(run_id, params=items[start : start + 100])
+
+    def _exists(self, run_id: str) -> bool:
+        try:
+            self.client.get_run(run_id)
+            return True
+        except Exception:
+            return False
+
+
+def _param_text(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict, bool)) or value is None else str(value)
+    return text[:_PARAM_MAX]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -1,0 +1,4 @@
+"""Importing this module registers every built-in trainable."""
+
+import trainables.classification  # noqa: F401  (classify)
+import trainables.toy  # noqa: F401  (toy: a fast synthetic objective for tests and benchmarks)

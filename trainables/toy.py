@@ -1,0 +1,52 @@
+"""``toy``: a synthetic objective with the shape of a training run, for tests and benchmarks.
+
+No data and no torch: ``score`` rises with the epoch towards ``1 - ((x-2)² + (y+1)²) / 10``, so the
+best ``x`` is 2 and the best ``y`` is -1. Switches make it misbehave on purpose: raise once at an
+epoch (to test retries from a checkpoint), report NaN (divergence), or sleep (to see packing).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import expgrid.reporter as reporter
+from trainables.registry import register_trainable
+
+TOY_DEFAULTS = {
+    "x": 0.0,
+    "y": 0.0,
+    "epochs": 5,
+    "sleep": 0.0,  # seconds per epoch
+    "fail_at_epoch": None,  # raise once at this epoch, unless resumed from a checkpoint
+    "nan_at_epoch": None,  # report a NaN loss from this epoch on
+    "rise_after": None,  # from this epoch on the loss rises (for patience stopping)
+}
+TOY_METRICS = ("epoch", "score", "loss")
+
+
+def toy_score(x: float, y: float, epoch: int) -> float:
+    return (1.0 - ((x - 2.0) ** 2 + (y + 1.0) ** 2) / 10.0) * (1.0 - 0.5**epoch)
+
+
+@register_trainable("toy", defaults=TOY_DEFAULTS, metrics=TOY_METRICS)
+def toy(config: dict) -> None:
+    state = reporter.restore()
+    start = state["epoch"] + 1 if state else 1
+    for epoch in range(start, int(config["epochs"]) + 1):
+        if config["sleep"]:
+            time.sleep(float(config["sleep"]))
+        if config["fail_at_epoch"] == epoch and state is None:
+            raise RuntimeError(f"toy trial failing on purpose at epoch {epoch}")
+        score = toy_score(float(config["x"]), float(config["y"]), epoch)
+        loss = -score
+        if config["rise_after"] is not None and epoch > config["rise_after"]:
+            loss = -toy_score(float(config["x"]), float(config["y"]), config["rise_after"]) + 0.1 * (
+                epoch - config["rise_after"]
+            )
+        if config["nan_at_epoch"] is not None and epoch >= config["nan_at_epoch"]:
+            loss = math.nan
+        reporter.report(
+            {"epoch": epoch, "score": score, "loss": loss, "resumed_from": start - 1},
+            checkpoint=lambda epoch=epoch: {"epoch": epoch},
+        )
