@@ -36,11 +36,24 @@ def nest(mapping: Mapping[str, Any], field: str = "") -> dict[str, Any]:
             node = child
         last = parts[-1]
         if last in node and isinstance(node[last], dict) and isinstance(value, dict):
-            node[last] = merge(node[last], value)
+            node[last] = _merge_disjoint(node[last], value, _join(field, ".".join(parts)))
         elif last in node:
             raise ConfigError(_join(field, key), "each key given once", value, show_got=False)
         else:
             node[last] = value
+    return out
+
+
+def _merge_disjoint(a: dict[str, Any], b: dict[str, Any], field: str) -> dict[str, Any]:
+    """Merge two spellings of one mapping; a value given by both is an error."""
+    out = dict(a)
+    for key, value in b.items():
+        if key in out and isinstance(out[key], dict) and isinstance(value, dict):
+            out[key] = _merge_disjoint(out[key], value, _join(field, key))
+        elif key in out:
+            raise ConfigError(_join(field, key), "each key given once", value, show_got=False)
+        else:
+            out[key] = value
     return out
 
 

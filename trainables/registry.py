@@ -114,7 +114,7 @@ def resolve_trainable(ref: str, field: str = "trainable") -> TrainableSpec:
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise ConfigError(field, "an importable module in package.module:function", f"{ref} ({e})", show_got=False) from None
+        raise ConfigError(field, "an importable module in package.module:function", f"{ref} ({e})") from None
     fn: Any = module
     for part in attr.split("."):
         fn = getattr(fn, part, None)

@@ -1,0 +1,93 @@
+"""Study files: what loads, and each broken rule's one message (file, field, expected, got)."""
+
+import subprocess
+import sys
+
+import pytest
+
+from expgrid.errors import StudyFileError
+from expgrid.study import load_study
+
+GOOD = """
+study: s
+trainable: toy
+metric: score
+defaults: {epochs: 2}
+sections:
+  - id: "1"
+    name: X
+    grid: {x: [0, 1, 2]}
+  - id: "2"
+    name: Y
+    grid: {y: [0, 1]}
+    zip: {x: [1, 2], epochs: [1, 3]}
+    inherit: none
+    select: best_epoch
+"""
+
+
+def test_a_good_study_loads_into_frozen_objects(write_study):
+    study = load_study(write_study(GOOD))
+    assert [s.id for s in study.sections] == ["1", "2"]
+    assert study.sections[0].num_trials == 3
+    assert study.sections[1].num_trials == 4  # 2 grid values × 2 zipped rows
+    assert study.sections[1].inherit == "none" and study.sections[1].select == "best_epoch"
+    with pytest.raises(AttributeError):
+        study.metric = "loss"  # frozen
+
+
+BROKEN = [
+    ("unknown top key", GOOD.replace("metric: score", "metric: score\nmetrik: x"), "metrik: expected a known key"),
+    ("wrong type", GOOD.replace("defaults: {epochs: 2}", "defaults: [1, 2]"), "defaults: expected a mapping"),
+    ("empty grid", GOOD.replace("grid: {x: [0, 1, 2]}", "grid: {x: []}"), "sections[0].grid.x: expected a non-empty list of values, got []"),
+    ("duplicate id", GOOD.replace('id: "2"', 'id: "1"'), "sections[1].id: expected section ids to be unique, got '1'"),
+    ("float id", GOOD.replace('id: "2"', "id: 3.1"), 'sections[1].id: expected a string such as "3.1"'),
+    ("bad mode", GOOD.replace("metric: score", "metric: score\nmode: maximise"), "mode: expected one of max, min, got 'maximise'"),
+    ("bad select", GOOD.replace("select: best_epoch", "select: best"), "sections[1].select: expected one of last_epoch, best_epoch"),
+    ("zip lengths", GOOD.replace("epochs: [1, 3]", "epochs: [1, 3, 5]"), "sections[1].zip: expected lists of equal length"),
+    ("unknown section key", GOOD.replace("name: X", "name: X\n    grdi: {}"), "sections[0].grdi: expected a known key"),
+    ("bad inherit", GOOD.replace("inherit: none", 'inherit: ["9"]'), "sections[1].inherit: expected ids of earlier sections"),
+    ("bad resources", GOOD.replace("defaults:", "resources: {gpu: 1.5}\ndefaults:"), "resources.gpu: expected a fraction in (0, 1] or a whole number, got 1.5"),
+]
+
+
+@pytest.mark.parametrize("text,message", [(t, m) for _, t, m in BROKEN], ids=[n for n, _, _ in BROKEN])
+def test_each_broken_rule_names_file_field_and_value(write_study, text, message):
+    path = write_study(text)
+    with pytest.raises(StudyFileError) as info:
+        load_study(path)
+    assert str(info.value).startswith(f"{path}: ")
+    assert message in str(info.value)
+
+
+TRAINABLE_ERRORS = [
+    ("unknown trainable", GOOD.replace("trainable: toy", "trainable: tyo"), "trainable: expected a registered trainable", "did you mean toy"),
+    ("unknown parameter", GOOD.replace("grid: {x: [0, 1, 2]}", "grid: {z: [0, 1]}"), "sections[0].grid.z: expected a parameter trainable 'toy' accepts", "x, y"),
+    ("unknown default", GOOD.replace("defaults: {epochs: 2}", "defaults: {epoch: 2}"), "defaults.epoch: expected a parameter", "did you mean epochs"),
+    ("unknown metric", GOOD.replace("metric: score", "metric: accuracy"), "metric: expected a metric trainable 'toy' reports", "score"),
+    ("missing import", GOOD.replace("trainable: toy", "trainable: no_such_pkg.mod:train"), "trainable: expected an importable module", "no_such_pkg"),
+]
+
+
+@pytest.mark.parametrize("text,message,hint", [t[1:] for t in TRAINABLE_ERRORS], ids=[t[0] for t in TRAINABLE_ERRORS])
+def test_cli_rejects_with_exit_2_before_ray_is_even_imported(write_study, text, message, hint):
+    path = write_study(text)
+    code = (
+        "import sys; from expgrid.cli import main; rc = main(['run', sys.argv[1]]);"
+        "print('RAY_IMPORTED' if 'ray' in sys.modules else 'RAY_NOT_IMPORTED'); sys.exit(rc)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert f"error: {path}: {message}" in proc.stderr
+    assert hint in proc.stderr
+    assert proc.stderr.count("error:") == 1
+    assert "RAY_NOT_IMPORTED" in proc.stdout
+
+
+def test_set_overrides_are_checked_like_the_file(write_study):
+    from expgrid.runner import prepare
+
+    study, _ = prepare(write_study(GOOD), {"x": 5})
+    assert study.defaults["x"] == 5
+    with pytest.raises(StudyFileError, match="defaults.q: expected a parameter"):
+        prepare(write_study(GOOD), {"q": 1})

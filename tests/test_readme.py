@@ -1,0 +1,22 @@
+"""The README's first two commands are the ones CI and newcomers run."""
+
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _commands() -> list[str]:
+    blocks = re.findall(r"```(?:bash|sh)\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    return [line.strip() for block in blocks[:2] for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_ci_runs_the_readme_test_command():
+    ci_lines = [line for line in (REPO / ".ci/run").read_text().splitlines() if line and not line.startswith(("#", "set ", "cd "))]
+    assert ci_lines == [_commands()[1]]
+
+
+def test_the_demo_command_runs_the_embedded_demo():
+    demo = _commands()[0]
+    assert "pip install" in demo and "expgrid run digits_demo" in demo
+    assert (REPO / "search_spaces" / "digits_demo.yaml").exists()
