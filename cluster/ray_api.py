@@ -21,6 +21,7 @@ import ray
 from ray import tune
 
 import expgrid.reporter as reporter
+from expgrid.study import Scheduler
 
 # Keys Tune adds to every result; they are not the trainable's metrics.
 _TUNE_KEYS = frozenset(
@@ -85,31 +86,25 @@ def shutdown() -> None:
 # Inside a trial
 
 
-class RaySession:
+class RaySession(reporter.Session):
     """``expgrid.reporter`` session inside a Tune trial: metrics and checkpoints go to Tune."""
 
-    def __init__(self, checkpoint_every: int = 1):
-        self._every = max(1, checkpoint_every)
-
-    def report(self, metrics: dict[str, Any], checkpoint: Any | None) -> None:
-        if checkpoint is None:
+    def _deliver(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        if state is None:
             tune.report(metrics)
             return
         with tempfile.TemporaryDirectory(prefix="expgrid-ckpt-") as tmp:
             with open(Path(tmp) / _CHECKPOINT_FILE, "wb") as f:
-                pickle.dump(checkpoint, f, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
-    def restore(self) -> Any | None:
+    def _load(self) -> dict[str, Any] | None:
         checkpoint = tune.get_checkpoint()
         if checkpoint is None:
             return None
         with checkpoint.as_directory() as d:
             with open(Path(d) / _CHECKPOINT_FILE, "rb") as f:
                 return pickle.load(f)
-
-    def checkpoint_due(self, epoch: int) -> bool:
-        return epoch % self._every == 0
 
 
 _functions: dict[str, Callable[..., Any]] = {}
@@ -125,7 +120,7 @@ def _trial_entry(param: dict[str, Any], shared: dict[Any, Any] | None = None, co
         from trainables.registry import import_ref
 
         fn = _functions[plan["ref"]] = import_ref(plan["ref"])
-    session = RaySession(plan["checkpoint_every"])
+    session = RaySession(plan["rules"])
     with reporter.active(session):
         try:
             if plan["data"] is not None:
@@ -156,12 +151,17 @@ class TrialEvents(Protocol):
 class TuneSection:
     name: str  # experiment folder name under storage_path
     storage_path: str  # absolute path or URI
-    trials: list[dict[str, Any]]  # one dict per trial: index, config, ref, data, checkpoint_every
+    trials: list[dict[str, Any]]  # one dict per trial: index, config, ref, data, rules (TrialRules)
     resources: dict[str, float]  # per trial: cpu, gpu
     shared: dict[Any, Any] = dataclasses.field(default_factory=dict)  # data key → data
     max_concurrent: int | None = None
     max_failures: int = 1
     code_path: str = ""
+    scheduler: Scheduler = dataclasses.field(default_factory=Scheduler)
+    max_t: int = 1  # epochs of the longest trial (ASHA's last rung)
+    metric: str = ""
+    mode: str = "max"
+    keep_best_by: str | None = None  # keep the checkpoint with the best value of this metric too
 
 
 class _EventBridge(tune.Callback):
@@ -207,6 +207,27 @@ def _error_text(trial: Any) -> str:
     return lines[-1].strip() if lines else ""
 
 
+def asha_grace_period(scheduler: Scheduler, max_t: int) -> int:
+    """The first rung: as given, else about max_t / 15 (10 epochs of 150), at least 1."""
+    return scheduler.grace_period or max(1, round(max_t / 15))
+
+
+def _scheduler(section: TuneSection) -> Any:
+    if section.scheduler.kind != "asha":
+        return None  # FIFO: every trial runs all its epochs
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(
+        time_attr="epoch",
+        metric=section.metric,
+        mode=section.mode,
+        max_t=section.max_t,
+        grace_period=min(asha_grace_period(section.scheduler, section.max_t), section.max_t),
+        reduction_factor=section.scheduler.reduction_factor,
+        brackets=section.scheduler.brackets,
+    )
+
+
 def _trial_dirname(trial: Any) -> str:
     return f"trial_{trial.config['expgrid']['index']:04d}"
 
@@ -222,6 +243,7 @@ def run_section(section: TuneSection, events: TrialEvents) -> float:
             reuse_actors=True,  # 20 no-op trials: 34 s without, 5 s with (DEVELOPERS.md)
             max_concurrent_trials=section.max_concurrent,
             trial_dirname_creator=_trial_dirname,
+            scheduler=_scheduler(section),
         ),
         run_config=tune.RunConfig(
             name=section.name,
@@ -229,9 +251,22 @@ def run_section(section: TuneSection, events: TrialEvents) -> float:
             verbose=0,
             callbacks=[_EventBridge(events)],
             failure_config=tune.FailureConfig(max_failures=section.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # The latest checkpoint is always kept (for retries); with a score, the best one too.
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=1,
+                checkpoint_score_attribute=section.keep_best_by,
+                checkpoint_score_order=section.mode,
+            ),
         ),
     )
     start = time.perf_counter()
     tuner.fit()
     return time.perf_counter() - start
+
+
+def measure_gpu_peak(ref: str, config: dict[str, Any], data: Any) -> tuple[int, int]:
+    """Peak CUDA memory of one trial epoch, measured on a GPU of the cluster (a whole-GPU task)."""
+    from cluster.packing import dry_run_peak
+
+    task = ray.remote(num_gpus=1, num_cpus=1)(dry_run_peak)
+    return ray.get(task.remote(ref, config, data))

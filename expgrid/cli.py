@@ -143,7 +143,7 @@ def _show(args: argparse.Namespace) -> int:
             f", {k} ~{d.kind}" for k, d in s.sample
         )
         print(f"  {s.id:>6}  {s.name:<28} {s.num_trials:>4} trials  sweeps {swept.lstrip(', ')}  from {src}"
-              f"  [{s.scheduler}, {s.select}]")  # fmt: skip
+              f"  [{study.scheduler_of(s).kind}, {s.select}]")  # fmt: skip
     print(f"  total: {sum(s.num_trials for s in study.sections)} trials")
     return 0
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from expgrid.config import expand_names, flatten, get_path, merge, nest, set_path, unknown_paths
 from expgrid.errors import ConfigError, StudyFileError
+from expgrid.stopping import TrialRules
 from expgrid.study import Sampled, Section, Study
 from trainables.registry import TrainableSpec
 
@@ -136,6 +137,11 @@ def _check(study: Study, spec: TrainableSpec) -> None:
         for field, name in [("metric", study.metric)] + [(f"report[{i}]", m) for i, m in enumerate(study.report)]:
             if name not in spec.metrics:
                 raise ConfigError(field, f"a metric trainable {spec.name!r} reports: one of {', '.join(spec.metrics)}", name)
+        for i, section in [(None, None)] + list(enumerate(study.sections)):
+            rule = study.early_stopping if section is None else section.early_stopping
+            field = "early_stopping.monitor" if section is None else f"sections[{i}].early_stopping.monitor"
+            if rule is not None and rule.monitor not in spec.metrics:
+                raise ConfigError(field, f"a metric trainable {spec.name!r} reports: one of {', '.join(spec.metrics)}", rule.monitor)
     if spec.defaults is None:
         return
     schema = spec.defaults
@@ -193,9 +199,24 @@ def _not_accepted(field: str, name: str, spec: TrainableSpec) -> ConfigError:
     )
 
 
+def trial_rules(study: Study, section: Section, config: Mapping[str, Any]) -> TrialRules:
+    """What the trial itself checks on each report (stopping, checkpoint timing)."""
+    stopping = study.early_stopping_of(section)
+    return TrialRules(
+        metric=study.metric,
+        mode=study.mode,
+        keep_best_checkpoint=section.select == "best_epoch",
+        monitor=stopping.monitor if stopping else None,
+        monitor_mode=stopping.mode if stopping else "min",
+        patience=stopping.patience if stopping else 0,
+        min_delta=stopping.min_delta if stopping else 0.0,
+        checkpoint_every=study.checkpoint_every_of(section) or checkpoint_every(config),
+    )
+
+
 def checkpoint_every(config: Mapping[str, Any]) -> int:
-    """Epochs between checkpoints: every epoch for short trials, about 20 per trial for long
-    ones (a 150-epoch MLP trial would otherwise spend more time writing state than training)."""
+    """Default epochs between checkpoints: every epoch for short trials, about 20 per trial for
+    long ones (a 150-epoch MLP trial would otherwise spend more time writing state than training)."""
     epochs = config.get("epochs")
     if not isinstance(epochs, int) or epochs <= 20:
         return 1

@@ -21,12 +21,13 @@ class ProgressLine:
         self.done = 0
         self.running = 0
         self.failed = 0
+        self.retries = 0
         self.best: str = ""
         self._start = time.monotonic()
         self._last_draw = 0.0
 
-    def update(self, *, done: int, running: int, failed: int, best: str, trial_ended: bool) -> None:
-        self.done, self.running, self.failed, self.best = done, running, failed, best
+    def update(self, *, done: int, running: int, failed: int, retries: int, best: str, trial_ended: bool) -> None:
+        self.done, self.running, self.failed, self.retries, self.best = done, running, failed, retries, best
         if self.tty:
             now = time.monotonic()
             if trial_ended or now - self._last_draw > 0.2:  # redraw at most 5× a second
@@ -42,6 +43,7 @@ class ProgressLine:
         filled = int(width * self.done / max(self.total, 1))
         bar = "#" * filled + "-" * (width - filled)
         failed = f" · {self.failed} failed" if self.failed else ""
+        failed += f" · {self.retries} retried" if self.retries else ""
         best = f" · best {self.metric} {self.best}" if self.best else ""
         elapsed = time.monotonic() - self._start
         return f"  {self.label} [{bar}] {self.done}/{self.total} done · {self.running} running{failed}{best} · {elapsed:.0f}s"

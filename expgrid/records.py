@@ -14,10 +14,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-COMPLETED = "completed"
-FAILED = "failed"
+from expgrid.stopping import ASHA_STOPPED, COMPLETED, DIVERGED, EARLY_STOPPED, FAILED, SCORED, STOP_KEY
+
 RUNNING = "running"
 PENDING = "pending"
+__all__ = ["ASHA_STOPPED", "COMPLETED", "DIVERGED", "EARLY_STOPPED", "FAILED", "PENDING", "RUNNING", "TrialRecord"]
 
 
 @dataclasses.dataclass
@@ -33,6 +34,10 @@ class TrialRecord:
     ended: float | None = None
 
     @property
+    def last_epoch(self) -> int:
+        return int(self.history[-1].get("epoch", len(self.history))) if self.history else 0
+
+    @property
     def seconds(self) -> float | None:
         return None if self.started is None or self.ended is None else self.ended - self.started
 
@@ -46,7 +51,7 @@ class TrialRecord:
         return rows[-1] if self.history[-1] is rows[-1] else None
 
     def score(self, metric: str, mode: str, select: str) -> float | None:
-        row = self.selected(metric, mode, select) if self.status == COMPLETED else None
+        row = self.selected(metric, mode, select) if self.status in SCORED else None
         return None if row is None else float(row[metric])
 
     def to_json(self) -> dict[str, Any]:
@@ -57,8 +62,22 @@ class TrialRecord:
         return cls(**data)
 
 
+def ending(history: list[dict[str, Any]], error: str | None, planned_epochs: int | None, asha: bool) -> str:
+    """How a trial ended, from its reports: failed, diverged / early_stopped (the trial said so
+    in its last report), asha_stopped (ended before its last epoch under ASHA), or completed."""
+    if error:
+        return FAILED
+    stop = history[-1].get(STOP_KEY) if history else None
+    if stop:
+        return str(stop)
+    last = int(history[-1].get("epoch", 0)) if history else 0
+    if asha and planned_epochs is not None and last < planned_epochs:
+        return ASHA_STOPPED
+    return COMPLETED
+
+
 def best_trial(trials: list[TrialRecord], metric: str, mode: str, select: str) -> TrialRecord | None:
-    """The completed trial with the best score; ties go to the earlier trial (grid order)."""
+    """The best-scoring trial that was not failed or diverged; ties go to the earlier trial."""
     scored = [(t.score(metric, mode, select), t) for t in trials]
     scored = [(s, t) for s, t in scored if s is not None]
     if not scored:

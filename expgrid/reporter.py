@@ -15,8 +15,9 @@ the shared data)::
 
 ``report`` is called once per epoch with an ``epoch`` key (1-based). ``checkpoint`` is a picklable
 object, or a zero-argument callable returning one: it is only called on the epochs a checkpoint
-is due, so trainables pay for serialisation only then. ``report`` may raise :class:`StopTrial`
-when the trial must end early (e.g. patience stopping); trainables need not catch it.
+is due (every ``checkpoint_every`` epochs, and at a new best epoch when the section selects best
+epochs), so trainables pay for serialisation only then. ``report`` raises :class:`StopTrial`
+when the trial must end (a NaN/infinite loss, or patience ran out); trainables need not catch it.
 
 Outside a Ray trial the calls go to an in-process session, so a trainable can be called
 directly from a test or a notebook: ``expgrid.reporter.run_locally(train, config)``.
@@ -26,7 +27,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any
+
+from expgrid.stopping import STOP_KEY, TrialRules, Watcher
 
 Checkpoint = Any  # a picklable object, e.g. a dict of state_dicts
 
@@ -35,33 +38,57 @@ class StopTrial(Exception):  # noqa: N818 - it is a signal, not an error
     """Raised by :func:`report` to end the trial early; expgrid catches it."""
 
 
-class Session(Protocol):
-    def report(self, metrics: dict[str, Any], checkpoint: Checkpoint | None) -> None: ...
+class Session:
+    """Applies the trial rules to each report; subclasses deliver reports and checkpoints."""
 
-    def restore(self) -> Checkpoint | None: ...
+    def __init__(self, rules: TrialRules | None = None):
+        self.rules = rules or TrialRules(metric="", mode="max")
+        self.watcher = Watcher(self.rules)
 
-    def checkpoint_due(self, epoch: int) -> bool: ...
-
-
-class LocalSession:
-    """Collects reports in memory; used outside Ray (tests, notebooks, dry runs)."""
-
-    def __init__(self, checkpoint: Checkpoint | None = None, checkpoint_every: int = 1):
-        self.history: list[dict[str, Any]] = []
-        self.checkpoints: list[Checkpoint] = []
-        self._restore = checkpoint
-        self._every = max(1, checkpoint_every)
-
-    def report(self, metrics: dict[str, Any], checkpoint: Checkpoint | None) -> None:
-        self.history.append(dict(metrics))
-        if checkpoint is not None:
-            self.checkpoints.append(checkpoint)
+    def report(self, metrics: dict[str, Any], checkpoint: Checkpoint | Callable[[], Checkpoint] | None) -> None:
+        stop, best_now = self.watcher.observe(metrics)
+        epoch = int(metrics.get("epoch", 0))
+        due = epoch % max(1, self.rules.checkpoint_every) == 0 or (best_now and self.rules.keep_best_checkpoint)
+        state = None
+        if checkpoint is not None and due and stop is None:
+            user = checkpoint() if callable(checkpoint) else checkpoint
+            state = {"user": user, "watcher": self.watcher.state()}
+        self._deliver({**metrics, STOP_KEY: stop} if stop else dict(metrics), state)
+        if stop:
+            raise StopTrial(stop)
 
     def restore(self) -> Checkpoint | None:
-        return self._restore
+        state = self._load()
+        if state is None:
+            return None
+        if state.get("watcher") is not None:
+            self.watcher.load(state["watcher"])
+        return state["user"]
 
-    def checkpoint_due(self, epoch: int) -> bool:
-        return epoch % self._every == 0
+    def _deliver(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        raise NotImplementedError
+
+    def _load(self) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+
+class LocalSession(Session):
+    """Collects reports in memory; used outside Ray (tests, notebooks, dry runs)."""
+
+    def __init__(self, rules: TrialRules | None = None, checkpoint: Checkpoint | None = None):
+        """``checkpoint``: what ``restore()`` returns, as if the trial were being retried."""
+        super().__init__(rules)
+        self.history: list[dict[str, Any]] = []
+        self.checkpoints: list[Checkpoint] = []  # what the trainable handed over, in order
+        self._restore = None if checkpoint is None else {"user": checkpoint, "watcher": None}
+
+    def _deliver(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        self.history.append(metrics)
+        if state is not None:
+            self.checkpoints.append(state["user"])
+
+    def _load(self) -> dict[str, Any] | None:
+        return self._restore
 
 
 _current: Session | None = None
@@ -87,13 +114,7 @@ def _session() -> Session:
 
 def report(metrics: dict[str, Any], checkpoint: Checkpoint | Callable[[], Checkpoint] | None = None) -> None:
     """Report one epoch's metrics (with an ``epoch`` key) and, when due, a checkpoint."""
-    session = _session()
-    epoch = int(metrics.get("epoch", 0))
-    if callable(checkpoint):
-        checkpoint = checkpoint() if session.checkpoint_due(epoch) else None
-    elif checkpoint is not None and not session.checkpoint_due(epoch):
-        checkpoint = None
-    session.report(metrics, checkpoint)
+    _session().report(metrics, checkpoint)
 
 
 def restore() -> Checkpoint | None:
@@ -101,9 +122,10 @@ def restore() -> Checkpoint | None:
     return _session().restore()
 
 
-def run_locally(fn: Callable[..., Any], config: dict[str, Any], *args: Any, **kwargs: Any) -> LocalSession:
+def run_locally(fn: Callable[..., Any], config: dict[str, Any], *args: Any, session: LocalSession | None = None,
+                **kwargs: Any) -> LocalSession:  # fmt: skip
     """Call a trainable in this process and return the session holding its reports."""
-    session = LocalSession()
+    session = session or LocalSession()
     with active(session):
         try:
             fn(config, *args, **kwargs)

@@ -22,7 +22,7 @@ from expgrid import planning, records
 from expgrid.config import flatten
 from expgrid.errors import ConfigError, StudyFailed, StudyFileError
 from expgrid.progress import ProgressLine
-from expgrid.records import COMPLETED, FAILED, RUNNING, TrialRecord
+from expgrid.records import FAILED, RUNNING, SCORED, TrialRecord
 from expgrid.study import Section, Study, load_study
 from expgrid.tracking import Tracker, default_tracking_uri
 from trainables.registry import TrainableSpec, resolve_trainable
@@ -71,7 +71,7 @@ def prepare(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[
 def run_study(study: Study, spec: TrainableSpec, options: RunOptions | None = None) -> StudyOutcome:
     options = options or RunOptions()
     out = options.stream or sys.stdout
-    results = (options.results_dir or Path("results") / study.name).resolve()
+    results = Path(options.results_dir or Path("results") / study.name).resolve()
     results.mkdir(parents=True, exist_ok=True)
     uri = options.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(results)
     wanted = _selected_sections(study, options.sections)
@@ -156,6 +156,7 @@ class _SectionEvents:
                  tracker: Tracker, progress: ProgressLine):  # fmt: skip
         self.study, self.section, self.trials = study, section, {t.index: t for t in trials}
         self.results, self.tracker, self.progress = results, tracker, progress
+        self.retries = 0
 
     def trial_started(self, index: int) -> None:
         trial = self.trials[index]
@@ -173,34 +174,50 @@ class _SectionEvents:
 
     def trial_retried(self, index: int, error: str) -> None:
         self.trials[index].retries += 1
+        self.retries += 1
+        self._redraw(False)
 
     def trial_finished(self, index: int, error: str | None) -> None:
         trial = self.trials[index]
         trial.ended = time.time()
-        trial.status = FAILED if error else COMPLETED
         trial.error = error
+        asha = self.study.scheduler_of(self.section).kind == "asha"
+        trial.status = records.ending(trial.history, error, trial.config.get("epochs"), asha)
         records.append_trial(self.results, self.section.id, trial)
-        tags = {"expgrid.status": trial.status, "expgrid.retries": str(trial.retries)}
+        tags = {"expgrid.status": trial.status, "expgrid.retries": str(trial.retries),
+                "expgrid.last_epoch": str(trial.last_epoch)}  # fmt: skip
         if error:
             tags["expgrid.error"] = error[:5000]
-        self.tracker.end_trial(self.section.id, index, "FAILED" if error else "FINISHED", tags)
+        self.tracker.end_trial(self.section.id, index, _MLFLOW_STATUS[trial.status], tags)
         self._redraw(True)
 
     def _redraw(self, trial_ended: bool) -> None:
         trials = list(self.trials.values())
         best = records.best_trial(
-            [t for t in trials if t.status == COMPLETED], self.study.metric, self.study.mode, self.section.select
+            [t for t in trials if t.status in SCORED], self.study.metric, self.study.mode, self.section.select
         )
         best_text = ""
         if best is not None:
             best_text = _describe(self.study, best, self.section.select)
         self.progress.update(
-            done=sum(t.status in (COMPLETED, FAILED) for t in trials),
+            done=sum(t.ended is not None for t in trials),
             running=sum(t.status == RUNNING for t in trials),
-            failed=sum(t.status == FAILED for t in trials),
+            failed=sum(t.status in (FAILED, records.DIVERGED) for t in trials),
+            retries=self.retries,
             best=best_text,
             trial_ended=trial_ended,
         )
+
+
+# MLflow has no "stopped early": a trial cut by ASHA is KILLED, a diverged one FAILED; the tag
+# expgrid.status always says exactly how it ended.
+_MLFLOW_STATUS = {
+    records.COMPLETED: "FINISHED",
+    records.EARLY_STOPPED: "FINISHED",
+    records.ASHA_STOPPED: "KILLED",
+    records.DIVERGED: "FAILED",
+    records.FAILED: "FAILED",
+}
 
 
 def _run_section(
@@ -214,11 +231,18 @@ def _run_section(
     options: RunOptions,
     data_cache: dict[Any, Any],
 ) -> SectionOutcome:
-    from cluster import ray_api  # imported here: validation and `expgrid show` never load Ray
+    from cluster import (
+        packing,
+        ray_api,  # imported here: validation and `expgrid show` never load Ray
+    )
 
-    resources = section.resources or study.resources
     available = ray_api.connect(options.address, options.num_cpus, options.num_gpus)
-    _check_fits(section, resources.as_ray(), ray_api.node_resources(), available)
+    shared, data_ids = _shared_data(spec, plans, data_cache)
+    resources = packing.resolve(
+        study.resources_of(section), spec, plans, available,
+        data_for=lambda plan: shared.get(data_ids.get(plan.index)), stream=options.stream,
+    )  # fmt: skip
+    _check_fits(section, resources, ray_api.node_resources(), available)
 
     folder = records.section_dir(results, section.id)
     if folder.exists():  # an unfinished earlier attempt: its trials are rerun from the start
@@ -227,11 +251,9 @@ def _run_section(
     trials = [TrialRecord(index=p.index, swept=p.swept, config=p.config) for p in plans]
     fixed = {k: v for k, v in flatten(plans[0].config).items() if k not in section.swept}
     tracker.start_section(section.id, section.name, fixed)
-
-    shared, data_ids = _shared_data(spec, plans, data_cache)
     trial_params = [
         {"index": p.index, "config": p.config, "ref": spec.ref, "data": data_ids.get(p.index),
-         "checkpoint_every": planning.checkpoint_every(p.config)}
+         "rules": planning.trial_rules(study, section, p.config)}
         for p in plans
     ]  # fmt: skip
     progress = ProgressLine(f"{section.id} {section.name}", len(plans), study.metric, options.stream)
@@ -241,16 +263,22 @@ def _run_section(
             name=f"section-{section.id}",
             storage_path=str(results / "tune"),
             trials=trial_params,
-            resources=resources.as_ray(),
+            resources=resources,
             shared=shared,
             max_concurrent=options.max_concurrent or section.max_concurrent or study.max_concurrent,
+            max_failures=study.max_failures_of(section),
             code_path=os.getcwd(),
+            scheduler=study.scheduler_of(section),
+            max_t=max(int(p.config.get("epochs") or 1) for p in plans),
+            metric=study.metric,
+            mode=study.mode,
+            keep_best_by=study.metric if section.select == "best_epoch" else None,
         ),
         events,
     )
     progress.close()
     for trial in trials:  # a trial Tune never reported on (e.g. it could not be scheduled)
-        if trial.status not in (COMPLETED, FAILED):
+        if trial.ended is None:
             trial.status, trial.error = FAILED, trial.error or "trial did not finish"
     best = records.best_trial(trials, study.metric, study.mode, section.select)
     summary = {

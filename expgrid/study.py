@@ -23,9 +23,15 @@ The schema (documented for users in README.md, "Study files")::
         fixed: {model.dropout: 0.3}          # set for this section only, not carried on
         epochs: 20                           # sets the `epochs` parameter
         select: last_epoch                   # last_epoch | best_epoch
-        scheduler: fifo                      # fifo (more with the scheduling issue)
-        resources: {cpu: 1}
+        scheduler: fifo                      # fifo | asha | {asha: {grace_period, reduction_factor, brackets}}
+        early_stopping: {monitor: val_loss, mode: min, patience: 5, min_delta: 0}
+        max_failures: 1                      # retries of a crashed trial, from its last checkpoint
+        checkpoint_every: 1                  # epochs between checkpoints (default: see planning)
+        resources: {cpu: 1, gpu: 0.25}       # gpu: a fraction, whole GPUs, or auto
         max_concurrent: 2
+
+``scheduler``, ``early_stopping``, ``max_failures`` and ``checkpoint_every`` may also be given at
+the top level, as the default of every section.
 """
 
 from __future__ import annotations
@@ -44,19 +50,44 @@ from expgrid.errors import ConfigError, StudyFileError
 
 MODES = ("max", "min")
 SELECTS = ("last_epoch", "best_epoch")
-SCHEDULERS = ("fifo",)
+SCHEDULERS = ("fifo", "asha")
+ASHA_KEYS = {"grace_period", "reduction_factor", "brackets"}
 SAMPLERS = {"loguniform": 2, "uniform": 2, "randint": 2, "choice": None}
 
 
 @dataclasses.dataclass(frozen=True)
 class Resources:
-    """What one trial reserves: CPUs (fractions allowed) and GPUs (a fraction, or whole GPUs)."""
+    """What one trial reserves: CPUs (fractions allowed) and GPUs (a fraction, whole GPUs, or
+    ``"auto"``: measured by a short dry run, see ``cluster.packing``)."""
 
     cpu: float = 1.0
-    gpu: float = 0.0
+    gpu: float | str = 0.0
 
     def as_ray(self) -> dict[str, float]:
-        return {"cpu": self.cpu, "gpu": self.gpu}
+        if self.gpu == "auto":
+            raise ValueError("resolve gpu: auto (cluster.packing) before asking Ray for it")
+        return {"cpu": self.cpu, "gpu": float(self.gpu)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Scheduler:
+    """``fifo`` runs every trial to its last epoch; ``asha`` cuts weak trials at rungs
+    (epochs grace_period · reduction_factorᵏ), comparing them by the study metric."""
+
+    kind: str = "fifo"
+    grace_period: int | None = None  # None: about max_t / 15, at least 1 (see cluster.ray_api)
+    reduction_factor: float = 3.0
+    brackets: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyStopping:
+    """Stop a trial whose ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs."""
+
+    monitor: str
+    mode: str = "min"
+    patience: int = 5
+    min_delta: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +111,10 @@ class Section:
     inherit: str | tuple[str, ...] = "previous"
     epochs: int | None = None
     select: str = "last_epoch"
-    scheduler: str = "fifo"
+    scheduler: Scheduler | None = None  # None: the study's
+    early_stopping: EarlyStopping | None = None  # None: the study's
+    max_failures: int | None = None  # None: the study's
+    checkpoint_every: int | None = None  # None: the study's, else planning.checkpoint_every
     resources: Resources | None = None
     max_concurrent: int | None = None
 
@@ -110,7 +144,27 @@ class Study:
     seed: int = 0
     resources: Resources = Resources()
     max_concurrent: int | None = None
+    scheduler: Scheduler = Scheduler()
+    early_stopping: EarlyStopping | None = None
+    max_failures: int = 1
+    checkpoint_every: int | None = None
     path: str = "<study>"
+
+    # A section's own setting, else the study's.
+    def scheduler_of(self, section: Section) -> Scheduler:
+        return section.scheduler or self.scheduler
+
+    def early_stopping_of(self, section: Section) -> EarlyStopping | None:
+        return section.early_stopping or self.early_stopping
+
+    def max_failures_of(self, section: Section) -> int:
+        return self.max_failures if section.max_failures is None else section.max_failures
+
+    def checkpoint_every_of(self, section: Section) -> int | None:
+        return section.checkpoint_every or self.checkpoint_every
+
+    def resources_of(self, section: Section) -> Resources:
+        return section.resources or self.resources
 
     def section(self, section_id: str) -> Section:
         for s in self.sections:
@@ -123,14 +177,11 @@ class Study:
 # Reading
 
 
-STUDY_KEYS = {
-    "study", "description", "trainable", "metric", "mode", "report", "seed", "defaults",
-    "resources", "max_concurrent", "sections",
-}
+RUN_KEYS = {"scheduler", "early_stopping", "max_failures", "checkpoint_every", "resources", "max_concurrent"}
+STUDY_KEYS = {"study", "description", "trainable", "metric", "mode", "report", "seed", "defaults", "sections"} | RUN_KEYS
 SECTION_KEYS = {
-    "id", "name", "description", "grid", "zip", "sample", "num_samples", "fixed", "inherit",
-    "epochs", "select", "scheduler", "resources", "max_concurrent",
-}
+    "id", "name", "description", "grid", "zip", "sample", "num_samples", "fixed", "inherit", "epochs", "select",
+} | RUN_KEYS
 
 
 def load_study(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Study:
@@ -193,6 +244,10 @@ def parse_study(raw: Any, path: str = "<study>", overrides: Mapping[str, Any] | 
         defaults=types.MappingProxyType(defaults),
         resources=_resources(raw.get("resources", {}), "resources"),
         max_concurrent=_optional_positive(raw.get("max_concurrent"), "max_concurrent"),
+        scheduler=_scheduler(raw.get("scheduler", "fifo"), "scheduler"),
+        early_stopping=_early_stopping(raw["early_stopping"], "early_stopping") if "early_stopping" in raw else None,
+        max_failures=_integer(raw.get("max_failures", 1), "max_failures", minimum=0),
+        checkpoint_every=_optional_positive(raw.get("checkpoint_every"), "checkpoint_every"),
         sections=tuple(sections),
         path=path,
     )
@@ -237,9 +292,6 @@ def _section(raw: Any, field: str) -> Section:
     select = raw.get("select", "last_epoch")
     if select not in SELECTS:
         raise ConfigError(f"{field}.select", f"one of {', '.join(SELECTS)}", select)
-    scheduler = raw.get("scheduler", "fifo")
-    if scheduler not in SCHEDULERS:
-        raise ConfigError(f"{field}.scheduler", f"one of {', '.join(SCHEDULERS)}", scheduler)
     epochs = raw.get("epochs")
     return Section(
         id=sid,
@@ -253,7 +305,10 @@ def _section(raw: Any, field: str) -> Section:
         inherit=inherit,
         epochs=None if epochs is None else _integer(epochs, f"{field}.epochs", minimum=1),
         select=select,
-        scheduler=scheduler,
+        scheduler=_scheduler(raw["scheduler"], f"{field}.scheduler") if "scheduler" in raw else None,
+        early_stopping=_early_stopping(raw["early_stopping"], f"{field}.early_stopping") if "early_stopping" in raw else None,
+        max_failures=_integer(raw["max_failures"], f"{field}.max_failures", minimum=0) if "max_failures" in raw else None,
+        checkpoint_every=_optional_positive(raw.get("checkpoint_every"), f"{field}.checkpoint_every"),
         resources=_resources(raw["resources"], f"{field}.resources") if "resources" in raw else None,
         max_concurrent=_optional_positive(raw.get("max_concurrent"), f"{field}.max_concurrent"),
     )
@@ -305,19 +360,68 @@ def _flatten_to_samplers(raw: Mapping[str, Any], prefix: str = "") -> dict[str, 
     return out
 
 
+def _scheduler(raw: Any, field: str) -> Scheduler:
+    """``fifo``, ``asha``, or ``{asha: {grace_period: 2, reduction_factor: 3, brackets: 1}}``."""
+    if isinstance(raw, str):
+        if raw not in SCHEDULERS:
+            raise ConfigError(field, f"one of {', '.join(SCHEDULERS)}", raw)
+        return Scheduler(kind=raw)
+    if not isinstance(raw, Mapping) or len(raw) != 1 or next(iter(raw)) not in SCHEDULERS:
+        raise ConfigError(field, f"one of {', '.join(SCHEDULERS)} or {{asha: {{grace_period: ..., reduction_factor: ...}}}}", raw)
+    kind, options = next(iter(raw.items()))
+    options = options or {}
+    _mapping(options, f"{field}.{kind}", "a mapping of scheduler options")
+    if kind == "fifo" and options:
+        raise ConfigError(f"{field}.fifo", "no options (fifo runs every trial to its last epoch)", options)
+    _known_keys(options, ASHA_KEYS, f"{field}.{kind}")
+    reduction = options.get("reduction_factor", 3)
+    if not _is_number(reduction) or reduction <= 1:
+        raise ConfigError(f"{field}.{kind}.reduction_factor", "a number > 1", reduction)
+    grace = options.get("grace_period")
+    return Scheduler(
+        kind=kind,
+        grace_period=None if grace is None else _integer(grace, f"{field}.{kind}.grace_period", minimum=1),
+        reduction_factor=float(reduction),
+        brackets=_integer(options.get("brackets", 1), f"{field}.{kind}.brackets", minimum=1),
+    )
+
+
+def _early_stopping(raw: Any, field: str) -> EarlyStopping:
+    _mapping(raw, field, "a mapping such as {monitor: val_loss, mode: min, patience: 5, min_delta: 0}")
+    _known_keys(raw, {"monitor", "mode", "patience", "min_delta"}, field)
+    if "monitor" not in raw:
+        raise ConfigError(f"{field}.monitor", "the metric to watch, e.g. val_loss", None, show_got=False)
+    mode = raw.get("mode", "min")
+    if mode not in MODES:
+        raise ConfigError(f"{field}.mode", f"one of {', '.join(MODES)}", mode)
+    delta = raw.get("min_delta", 0.0)
+    if not _is_number(delta) or delta < 0:
+        raise ConfigError(f"{field}.min_delta", "a number ≥ 0", delta)
+    return EarlyStopping(
+        monitor=_string(raw["monitor"], f"{field}.monitor"),
+        mode=mode,
+        patience=_integer(raw.get("patience", 5), f"{field}.patience", minimum=1),
+        min_delta=float(delta),
+    )
+
+
 def _resources(raw: Any, field: str) -> Resources:
     _mapping(raw, field, "a mapping such as {cpu: 1, gpu: 0.25}")
     _known_keys(raw, {"cpu", "gpu"}, field)
     cpu = raw.get("cpu", 1)
     gpu = raw.get("gpu", 0)
-    for name, value in (("cpu", cpu), ("gpu", gpu)):
+    if gpu == "auto":
+        gpu_checked: tuple = ()
+    else:
+        gpu_checked = (("gpu", gpu),)
+    for name, value in (("cpu", cpu), *gpu_checked):
         if not _is_number(value) or value < 0:
-            raise ConfigError(f"{field}.{name}", "a number ≥ 0", value)
+            raise ConfigError(f"{field}.{name}", "a number ≥ 0" + (" or auto" if name == "gpu" else ""), value)
         if value > 1 and value != int(value):
             raise ConfigError(f"{field}.{name}", "a fraction in (0, 1] or a whole number", value)
     if cpu == 0:
         raise ConfigError(f"{field}.cpu", "a number > 0 (a trial needs some CPU)", cpu)
-    return Resources(cpu=float(cpu), gpu=float(gpu))
+    return Resources(cpu=float(cpu), gpu=gpu if gpu == "auto" else float(gpu))
 
 
 # --- small checks: each names the field and says what it expected -------------------------

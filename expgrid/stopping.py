@@ -1,0 +1,82 @@
+"""How a trial ends, decided inside the trial from its own reports.
+
+A :class:`Watcher` sees each epoch's metrics and says whether the trial must stop now
+(``diverged``: a NaN or infinite loss; ``early_stopped``: patience ran out) and whether this
+epoch is the best so far (so a ``best_epoch`` section checkpoints it). Deciding in the trial
+means a stalled trial frees its slot at once, with no round trip to the driver.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+# How a trial ended (records, tables, the MLflow tag ``expgrid.status``).
+COMPLETED = "completed"
+EARLY_STOPPED = "early_stopped"
+ASHA_STOPPED = "asha_stopped"  # cut by the ASHA scheduler at a rung
+DIVERGED = "diverged"
+FAILED = "failed"
+SCORED = (COMPLETED, EARLY_STOPPED, ASHA_STOPPED)  # endings whose metrics compete for "best"
+
+STOP_KEY = "expgrid_stop"  # added to the last report of a trial that stopped itself
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialRules:
+    """What a trial checks on every report (plain data: it travels to Ray workers)."""
+
+    metric: str
+    mode: str
+    keep_best_checkpoint: bool = False  # select: best_epoch
+    monitor: str | None = None  # early stopping
+    monitor_mode: str = "min"
+    patience: int = 0
+    min_delta: float = 0.0
+    checkpoint_every: int = 1
+
+
+class Watcher:
+    def __init__(self, rules: TrialRules):
+        self.rules = rules
+        self.best_monitor: float | None = None
+        self.stale = 0  # epochs since the monitor last improved
+        self.best_metric: float | None = None
+
+    def observe(self, metrics: dict[str, Any]) -> tuple[str | None, bool]:
+        """(stop reason or None, whether this epoch is the best so far by the study metric)."""
+        r = self.rules
+        if any(_bad(v) for k, v in metrics.items() if "loss" in k) or _bad(metrics.get(r.metric)):
+            return DIVERGED, False
+        best_now = False
+        value = metrics.get(r.metric)
+        if _finite(value) and (self.best_metric is None or _better(value, self.best_metric, r.mode, 0.0)):
+            self.best_metric, best_now = float(value), True
+        if r.monitor is not None and _finite(metrics.get(r.monitor)):
+            current = float(metrics[r.monitor])
+            if self.best_monitor is None or _better(current, self.best_monitor, r.monitor_mode, r.min_delta):
+                self.best_monitor, self.stale = current, 0
+            else:
+                self.stale += 1
+                if self.stale >= r.patience:
+                    return EARLY_STOPPED, best_now
+        return None, best_now
+
+    def state(self) -> dict[str, Any]:
+        return {"best_monitor": self.best_monitor, "stale": self.stale, "best_metric": self.best_metric}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.best_monitor, self.stale, self.best_metric = state["best_monitor"], state["stale"], state["best_metric"]
+
+
+def _better(value: float, best: float, mode: str, min_delta: float) -> bool:
+    return value > best + min_delta if mode == "max" else value < best - min_delta
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _bad(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
