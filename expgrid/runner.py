@@ -97,6 +97,8 @@ def run_study(study: Study, spec: TrainableSpec, options: RunOptions | None = No
             try:
                 carried = planning.carried_values(study, section, bests)
             except KeyError as e:
+                if section.id not in wanted:
+                    continue  # not asked for, and what it inherits did not run: leave it
                 raise StudyFailed(
                     f"section {section.id} inherits from section {e.args[0]}, which has no finished results in "
                     f"{results}; run that section first or set `inherit` to leave it out"
