@@ -83,12 +83,12 @@ def dry_run_peak(ref: str, config: dict[str, Any], data: Any) -> tuple[int, int]
     from trainables.registry import import_ref
 
     class _OneEpoch(reporter.LocalSession):
-        def _deliver(self, metrics: dict[str, Any], state: Any) -> None:
+        def _deliver(self, rows: list[dict[str, Any]], state: Any) -> None:
             raise reporter.StopTrial("dry run: one epoch is enough")
 
     fn = import_ref(ref)
     torch.cuda.reset_peak_memory_stats()
-    with reporter.active(_OneEpoch()):
+    with reporter.active(_OneEpoch(reporter.TrialRules(metric="", mode="max", report_interval=0.0))):
         try:
             fn({**config, "epochs": 1}, data) if data is not None else fn({**config, "epochs": 1})
         except reporter.StopTrial:

@@ -21,6 +21,7 @@ import ray
 from ray import tune
 
 import expgrid.reporter as reporter
+from expgrid.planning import asha_grace_period
 from expgrid.study import Scheduler
 
 # Keys Tune adds to every result; they are not the trainable's metrics.
@@ -33,6 +34,7 @@ _TUNE_KEYS = frozenset(
     }
 )  # fmt: skip
 _CHECKPOINT_FILE = "expgrid_state.pkl"
+ROWS_KEY = "expgrid_rows"  # a result carries every epoch row since the trial's previous result
 
 # Keep Tune quiet: expgrid prints its own progress line. Set before Tune reads them.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -89,7 +91,9 @@ def shutdown() -> None:
 class RaySession(reporter.Session):
     """``expgrid.reporter`` session inside a Tune trial: metrics and checkpoints go to Tune."""
 
-    def _deliver(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+    def _deliver(self, rows: list[dict[str, Any]], state: dict[str, Any] | None) -> None:
+        # Tune (and ASHA) see the newest row; the driver unpacks every row from ROWS_KEY.
+        metrics = {**rows[-1], ROWS_KEY: rows}
         if state is None:
             tune.report(metrics)
             return
@@ -129,6 +133,7 @@ def _trial_entry(param: dict[str, Any], shared: dict[Any, Any] | None = None, co
                 fn(plan["config"])
         except reporter.StopTrial:
             pass
+        session.flush()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,8 +189,9 @@ class _EventBridge(tune.Callback):
         self.events.trial_started(self._index(trial))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        metrics = {k: v for k, v in result.items() if k not in _TUNE_KEYS}
-        self.events.trial_result(self._index(trial), metrics)
+        rows = result.get(ROWS_KEY) or [{k: v for k, v in result.items() if k not in _TUNE_KEYS}]
+        for row in rows:
+            self.events.trial_result(self._index(trial), row)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.events.trial_retried(self._index(trial), _error_text(trial))
@@ -207,11 +213,6 @@ def _error_text(trial: Any) -> str:
     return lines[-1].strip() if lines else ""
 
 
-def asha_grace_period(scheduler: Scheduler, max_t: int) -> int:
-    """The first rung: as given, else about max_t / 15 (10 epochs of 150), at least 1."""
-    return scheduler.grace_period or max(1, round(max_t / 15))
-
-
 def _scheduler(section: TuneSection) -> Any:
     if section.scheduler.kind != "asha":
         return None  # FIFO: every trial runs all its epochs
@@ -222,7 +223,7 @@ def _scheduler(section: TuneSection) -> Any:
         metric=section.metric,
         mode=section.mode,
         max_t=section.max_t,
-        grace_period=min(asha_grace_period(section.scheduler, section.max_t), section.max_t),
+        grace_period=asha_grace_period(section.scheduler, section.max_t),
         reduction_factor=section.scheduler.reduction_factor,
         brackets=section.scheduler.brackets,
     )

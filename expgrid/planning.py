@@ -28,7 +28,7 @@ from typing import Any
 from expgrid.config import expand_names, flatten, get_path, merge, nest, set_path, unknown_paths
 from expgrid.errors import ConfigError, StudyFileError
 from expgrid.stopping import TrialRules
-from expgrid.study import Sampled, Section, Study
+from expgrid.study import Sampled, Scheduler, Section, Study
 from trainables.registry import TrainableSpec
 
 
@@ -199,8 +199,25 @@ def _not_accepted(field: str, name: str, spec: TrainableSpec) -> ConfigError:
     )
 
 
-def trial_rules(study: Study, section: Section, config: Mapping[str, Any]) -> TrialRules:
-    """What the trial itself checks on each report (stopping, checkpoint timing)."""
+def asha_grace_period(scheduler: Scheduler, max_t: int) -> int:
+    """ASHA's first rung: as given, else about max_t / 15 (10 epochs of 150), within [1, max_t]."""
+    return min(max_t, scheduler.grace_period or max(1, round(max_t / 15)))
+
+
+def asha_rungs(scheduler: Scheduler, max_t: int) -> frozenset[int]:
+    """Epochs at which ASHA compares trials: grace · rfᵏ below max_t (every bracket's rungs lie
+    in this sequence)."""
+    if scheduler.kind != "asha":
+        return frozenset()
+    rungs, epoch = set(), float(asha_grace_period(scheduler, max_t))
+    while epoch < max_t:
+        rungs.add(int(epoch))
+        epoch *= scheduler.reduction_factor
+    return frozenset(rungs)
+
+
+def trial_rules(study: Study, section: Section, config: Mapping[str, Any], max_t: int = 1) -> TrialRules:
+    """What the trial itself checks on each report (stopping, checkpoint timing, batching)."""
     stopping = study.early_stopping_of(section)
     return TrialRules(
         metric=study.metric,
@@ -211,13 +228,15 @@ def trial_rules(study: Study, section: Section, config: Mapping[str, Any]) -> Tr
         patience=stopping.patience if stopping else 0,
         min_delta=stopping.min_delta if stopping else 0.0,
         checkpoint_every=study.checkpoint_every_of(section) or checkpoint_every(config),
+        flush_epochs=asha_rungs(study.scheduler_of(section), max_t),
     )
 
 
 def checkpoint_every(config: Mapping[str, Any]) -> int:
-    """Default epochs between checkpoints: every epoch for short trials, about 20 per trial for
-    long ones (a 150-epoch MLP trial would otherwise spend more time writing state than training)."""
+    """Default epochs between checkpoints: every epoch for short trials (≤ 10 epochs), about 10
+    per trial for long ones (a 150-epoch MLP trial would otherwise spend more time writing state
+    than training)."""
     epochs = config.get("epochs")
-    if not isinstance(epochs, int) or epochs <= 20:
+    if not isinstance(epochs, int) or epochs <= 10:
         return 1
-    return math.ceil(epochs / 20)
+    return math.ceil(epochs / 10)

@@ -26,6 +26,7 @@ directly from a test or a notebook: ``expgrid.reporter.run_locally(train, config
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -39,11 +40,14 @@ class StopTrial(Exception):  # noqa: N818 - it is a signal, not an error
 
 
 class Session:
-    """Applies the trial rules to each report; subclasses deliver reports and checkpoints."""
+    """Applies the trial rules to each report, batches reports, and decides when a checkpoint
+    is due; subclasses deliver batches of rows (with a checkpoint state) and load checkpoints."""
 
     def __init__(self, rules: TrialRules | None = None):
-        self.rules = rules or TrialRules(metric="", mode="max")
+        self.rules = rules or TrialRules(metric="", mode="max", report_interval=0.0)
         self.watcher = Watcher(self.rules)
+        self._rows: list[dict[str, Any]] = []
+        self._last_flush = time.monotonic()
 
     def report(self, metrics: dict[str, Any], checkpoint: Checkpoint | Callable[[], Checkpoint] | None) -> None:
         stop, best_now = self.watcher.observe(metrics)
@@ -53,9 +57,20 @@ class Session:
         if checkpoint is not None and due and stop is None:
             user = checkpoint() if callable(checkpoint) else checkpoint
             state = {"user": user, "watcher": self.watcher.state()}
-        self._deliver({**metrics, STOP_KEY: stop} if stop else dict(metrics), state)
+        self._rows.append({**metrics, STOP_KEY: stop} if stop else dict(metrics))
+        now = time.monotonic()
+        if state is not None or stop or epoch in self.rules.flush_epochs or now - self._last_flush >= self.rules.report_interval:
+            self.flush(state)
         if stop:
             raise StopTrial(stop)
+
+    def flush(self, state: dict[str, Any] | None = None) -> None:
+        """Send the rows gathered since the last flush (called again when the trainable returns)."""
+        if not self._rows and state is None:
+            return
+        rows, self._rows = self._rows, []
+        self._last_flush = time.monotonic()
+        self._deliver(rows, state)
 
     def restore(self) -> Checkpoint | None:
         state = self._load()
@@ -65,7 +80,7 @@ class Session:
             self.watcher.load(state["watcher"])
         return state["user"]
 
-    def _deliver(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+    def _deliver(self, rows: list[dict[str, Any]], state: dict[str, Any] | None) -> None:
         raise NotImplementedError
 
     def _load(self) -> dict[str, Any] | None:
@@ -82,8 +97,8 @@ class LocalSession(Session):
         self.checkpoints: list[Checkpoint] = []  # what the trainable handed over, in order
         self._restore = None if checkpoint is None else {"user": checkpoint, "watcher": None}
 
-    def _deliver(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
-        self.history.append(metrics)
+    def _deliver(self, rows: list[dict[str, Any]], state: dict[str, Any] | None) -> None:
+        self.history.extend(rows)
         if state is not None:
             self.checkpoints.append(state["user"])
 
@@ -131,4 +146,5 @@ def run_locally(fn: Callable[..., Any], config: dict[str, Any], *args: Any, sess
             fn(config, *args, **kwargs)
         except StopTrial:
             pass
+        session.flush()
     return session

@@ -253,9 +253,10 @@ def _run_section(
     trials = [TrialRecord(index=p.index, swept=p.swept, config=p.config) for p in plans]
     fixed = {k: v for k, v in flatten(plans[0].config).items() if k not in section.swept}
     tracker.start_section(section.id, section.name, fixed)
+    max_t = max(int(p.config.get("epochs") or 1) for p in plans)
     trial_params = [
         {"index": p.index, "config": p.config, "ref": spec.ref, "data": data_ids.get(p.index),
-         "rules": planning.trial_rules(study, section, p.config)}
+         "rules": planning.trial_rules(study, section, p.config, max_t)}
         for p in plans
     ]  # fmt: skip
     progress = ProgressLine(f"{section.id} {section.name}", len(plans), study.metric, options.stream)
@@ -271,7 +272,7 @@ def _run_section(
             max_failures=study.max_failures_of(section),
             code_path=os.getcwd(),
             scheduler=study.scheduler_of(section),
-            max_t=max(int(p.config.get("epochs") or 1) for p in plans),
+            max_t=max_t,
             metric=study.metric,
             mode=study.mode,
             keep_best_by=study.metric if section.select == "best_epoch" else None,

@@ -35,6 +35,11 @@ class TrialRules:
     patience: int = 0
     min_delta: float = 0.0
     checkpoint_every: int = 1
+    # Reports are sent to the driver in batches: at most every `report_interval` seconds, and at
+    # these epochs (ASHA's rungs, so its decisions see exactly the rung epoch), a checkpoint, a
+    # stop, or the trial's end. Per-epoch round trips would otherwise dominate small trials.
+    report_interval: float = 1.0
+    flush_epochs: frozenset[int] = frozenset()
 
 
 class Watcher:
