@@ -39,6 +39,10 @@ ROWS_KEY = "expgrid_rows"  # a result carries every epoch row since the trial's 
 # Keep Tune quiet: expgrid prints its own progress line. Set before Tune reads them.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter is silent at verbose=0
+# No CSV / JSON / TensorBoard file per trial: expgrid keeps its own records and MLflow runs.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+# ...and so the result grid Tune builds at the end finds no such files; it need not say so.
+logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -77,15 +77,13 @@ def run_study(study: Study, spec: TrainableSpec, options: RunOptions | None = No
     wanted = _selected_sections(study, options.sections)
     state = records.read_json(results / "study.json") or {}
 
-    tracker = Tracker(uri, study.name, artifact_root=results / "mlartifacts")
-    study_run = tracker.start_study(
+    tracker = Tracker(uri, study.name, artifact_root=results / "mlartifacts")  # opens in the background
+    tracker.start_study(
         study.name,
         {"study_file": study.path, "trainable": study.trainable, "metric": study.metric, "mode": study.mode,
          "seed": study.seed, "defaults": dict(study.defaults)},
         run_id=state.get("mlflow_run_id") if state.get("tracking_uri") == uri else None,
     )  # fmt: skip
-    records.write_json(results / "study.json", {"study": study.name, "study_file": str(study.path),
-                                                "tracking_uri": uri, "mlflow_run_id": study_run})  # fmt: skip
     print(f"Study {study.name}: {len(study.sections)} sections, results in {results}", file=out)
 
     bests: dict[str, dict[str, Any]] = {}
@@ -108,7 +106,7 @@ def run_study(study: Study, spec: TrainableSpec, options: RunOptions | None = No
             saved = records.read_section(results, section.id)
             if saved and saved.get("fingerprint") == fingerprint and saved.get("best") is not None:
                 outcome = _read_back(section, results, saved)
-                print(f"  {section.id} {section.name}: finished earlier, best {_describe(study, outcome.best)}", file=out)
+                print(f"  {section.id} {section.name}: finished earlier, best {_describe(study, outcome.best, section.select)}", file=out)
             elif section.id not in wanted:
                 continue
             else:
@@ -123,6 +121,8 @@ def run_study(study: Study, spec: TrainableSpec, options: RunOptions | None = No
             bests[section.id] = outcome.best.swept
         status = "FINISHED"
     finally:
+        records.write_json(results / "study.json", {"study": study.name, "study_file": str(study.path),
+                                                    "tracking_uri": uri, "mlflow_run_id": tracker.study_run_id()})  # fmt: skip
         summary = summary_rows(study, outcomes)
         tracker.end_study(status, {"summary.json": summary})
         tracker.close()

@@ -38,44 +38,64 @@ class Tracker:
     """Writes one study's runs. Methods return at once; :meth:`flush` waits for the writes."""
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None = None):
-        import logging
-
-        from mlflow.tracking import MlflowClient  # heavy import: only when a study runs
-
-        logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "creating tables" chatter
-
         self.uri = tracking_uri
-        self.client = MlflowClient(tracking_uri)
-        existing = self.client.get_experiment_by_name(experiment)
-        if existing is not None:
-            self.experiment_id = existing.experiment_id
-        else:
-            # A local store keeps artifacts beside the results, not in the current directory.
-            location = None
-            if artifact_root is not None and not tracking_uri.startswith(("http://", "https://", "databricks")):
-                location = artifact_root.resolve().as_uri()
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
         self._runs: dict[Any, str] = {}  # (section id, trial index) / section id / "study" → run id
         self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._pending_metrics: dict[str, list[Any]] = {}
         self.errors: list[str] = []
         self._thread = threading.Thread(target=self._work, name="expgrid-mlflow", daemon=True)
         self._thread.start()
+        # Importing MLflow and opening (or creating) its store takes seconds; it happens on the
+        # writer thread while the caller goes on (e.g. starts Ray).
+        self._queue.put(lambda: self._open(experiment, artifact_root))
+
+    def _open(self, experiment: str, artifact_root: Path | None) -> None:
+        import logging
+
+        from mlflow.tracking import MlflowClient
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "creating tables" chatter
+        self.client = MlflowClient(self.uri)
+        existing = self.client.get_experiment_by_name(experiment)
+        if existing is not None:
+            self.experiment_id = existing.experiment_id
+        else:
+            # A local store keeps artifacts beside the results, not in the current directory.
+            location = None
+            if artifact_root is not None and not self.uri.startswith(("http://", "https://", "databricks")):
+                location = artifact_root.resolve().as_uri()
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
 
     # --- runs -----------------------------------------------------------------------------
 
-    def start_study(self, name: str, params: Mapping[str, Any], run_id: str | None = None) -> str:
-        """Create the study run, or reopen ``run_id`` when a study is continued."""
-        if run_id is not None and self._exists(run_id):
-            self.client.update_run(run_id, status="RUNNING")
-        else:
-            run_id = self.client.create_run(self.experiment_id, run_name=name, tags={"expgrid.kind": "study"}).info.run_id
-            self._log_params(run_id, params)
-        self._runs["study"] = run_id
-        return run_id
+    def start_study(self, name: str, params: Mapping[str, Any], run_id: str | None = None) -> None:
+        """Create the study run, or reopen ``run_id`` when a study is continued (queued)."""
+
+        def start() -> None:
+            if run_id is not None and self._exists(run_id):
+                self.client.update_run(run_id, status="RUNNING")
+                self._runs["study"] = run_id
+            else:
+                tags = {"expgrid.kind": "study"}
+                self._runs["study"] = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+                self._log_params(self._runs["study"], params)
+
+        self._queue.put(start)
+
+    def study_run_id(self) -> str | None:
+        self.flush()
+        return self._runs.get("study")
+
+    @property
+    def opened(self) -> bool:
+        return hasattr(self, "experiment_id")
 
     def start_section(self, section_id: str, name: str, params: Mapping[str, Any]) -> str:
         self.flush()
+        if not self.opened:
+            from expgrid.errors import StudyFailed
+
+            raise StudyFailed(f"MLflow tracking store {self.uri} cannot be used: {'; '.join(self.errors)[:1000]}")
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"{section_id} {name}",
@@ -140,13 +160,12 @@ class Tracker:
 
     def end_study(self, status: str, artifacts: Mapping[str, Any] | None = None) -> None:
         self.flush()
+        if "study" not in self._runs:
+            return  # the store never opened; the error is in self.errors
         run_id = self._runs["study"]
         for name, content in (artifacts or {}).items():
             self.client.log_text(run_id, content if isinstance(content, str) else json.dumps(content, indent=2, default=str), name)
         self.client.set_terminated(run_id, status)
-
-    def run_id(self, key: Any) -> str | None:
-        return self._runs.get(key)
 
     # --- the writer thread -----------------------------------------------------------------
 
