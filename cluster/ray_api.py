@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import pickle
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -123,8 +124,8 @@ def _trial_entry(param: dict[str, Any], shared: dict[Any, Any] | None = None, co
     plan = param["expgrid"]
     fn = _functions.get(plan["ref"])
     if fn is None:
-        if code_path and code_path not in os.sys.path:
-            os.sys.path.insert(0, code_path)  # a user's module next to the study
+        if code_path and code_path not in sys.path:
+            sys.path.insert(0, code_path)  # a user's module next to the study
         from trainables.registry import import_ref
 
         fn = _functions[plan["ref"]] = import_ref(plan["ref"])
