@@ -60,7 +60,19 @@ def test_each_broken_rule_names_file_field_and_value(write_study, text, message)
     assert message in str(info.value)
 
 
+CLASSIFY = """
+study: c
+trainable: classify
+metric: val_accuracy
+defaults: {dataset: digits, model: {name: mlp}, optimizer: {name: adam}}
+sections:
+  - {id: "1", grid: {optimizer.name: [adam, sgd]}}
+"""
+
 TRAINABLE_ERRORS = [
+    ("unknown optimizer", CLASSIFY.replace("[adam, sgd]", "[adam, sdg]"), "sections[0].grid.optimizer.name: expected a registered optimizer", "did you mean sgd"),
+    ("unknown model", CLASSIFY.replace("{name: mlp}", "{name: mpl}"), "defaults.model.name: expected a registered model", "mlp"),
+    ("unknown dataset", CLASSIFY.replace("dataset: digits", "dataset: digit"), "defaults.dataset.name: expected a registered dataset", "digits"),
     ("unknown trainable", GOOD.replace("trainable: toy", "trainable: tyo"), "trainable: expected a registered trainable", "did you mean toy"),
     ("unknown parameter", GOOD.replace("grid: {x: [0, 1, 2]}", "grid: {z: [0, 1]}"), "sections[0].grid.z: expected a parameter trainable 'toy' accepts", "x, y"),
     ("unknown default", GOOD.replace("defaults: {epochs: 2}", "defaults: {epoch: 2}"), "defaults.epoch: expected a parameter", "did you mean epochs"),
@@ -69,7 +81,11 @@ TRAINABLE_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("text,message,hint", [t[1:] for t in TRAINABLE_ERRORS], ids=[t[0] for t in TRAINABLE_ERRORS])
+# Every broken rule, structural or about the trainable, through the real CLI in a fresh process.
+CLI_CASES = [(n, t, m, "") for n, t, m in BROKEN] + TRAINABLE_ERRORS
+
+
+@pytest.mark.parametrize("text,message,hint", [t[1:] for t in CLI_CASES], ids=[t[0] for t in CLI_CASES])
 def test_cli_rejects_with_exit_2_before_ray_is_even_imported(write_study, text, message, hint):
     path = write_study(text)
     code = (
