@@ -9,15 +9,14 @@ Target: ASHA ≤ 25 % of FIFO's trial-epochs with the best validation accuracy w
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
+from _fashion import parse_args  # bench/ is on sys.path when a script here runs
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 REPO = Path(__file__).resolve().parents[1]
@@ -41,19 +40,14 @@ def run(scheduler: str, epochs: int, data: Path, folder: Path) -> tuple[int, flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=150)
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "fashion_mnist_4443.npz")
-    args = parser.parse_args()
-    if not args.data.exists():
-        sys.exit(f"no data at {args.data}: pass --data PATH to an .npz with images and labels")
+    args = parse_args(__doc__)
     import ray
 
     ray.init(num_cpus=os.cpu_count(), log_to_driver=False, dashboard_host="127.0.0.1")
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for scheduler in ("asha", "fifo"):
-            rows[scheduler] = run(scheduler, args.epochs, args.data.resolve(), Path(tmp))
+            rows[scheduler] = run(scheduler, args.epochs, args.data, Path(tmp))
             epochs, seconds, best = rows[scheduler]
             print(f"{scheduler:5}: {epochs:6d} trial-epochs  {seconds:7.1f} s  best val acc {best:.3f}", flush=True)
     (ae, asec, abest), (fe, fsec, fbest) = rows["asha"], rows["fifo"]

@@ -13,7 +13,6 @@ Target: expgrid ≤ 1/4 of the loop's time, accuracies within 1.5 points.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _fashion import parse_args  # bench/ is on sys.path when a script here runs
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -85,23 +85,18 @@ def expgrid_run(npz: Path, epochs: int) -> tuple[float, list[float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=150)
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "fashion_mnist_4443.npz")
-    args = parser.parse_args()
-    if not args.data.exists():
-        sys.exit(f"no data at {args.data}: pass --data PATH to an .npz with images and labels")
+    args = parse_args(__doc__)
 
     from trainables.classification.train import load_data
 
-    data = load_data({"dataset": {"name": "fashion_mnist", "path": str(args.data.resolve()), "train_size": 1000,
+    data = load_data({"dataset": {"name": "fashion_mnist", "path": str(args.data), "train_size": 1000,
                                   "val_size": 500, "seed": 0}})  # fmt: skip
     start = time.perf_counter()
     loop_acc = coursework_loop(data, args.epochs, seed=0)
     loop_s = time.perf_counter() - start
     print(f"coursework loop : {loop_s:7.1f} s   val acc {[round(a, 3) for a in loop_acc]}", flush=True)
 
-    grid_s, grid_acc = expgrid_run(args.data.resolve(), args.epochs)
+    grid_s, grid_acc = expgrid_run(args.data, args.epochs)
     print(f"expgrid run     : {grid_s:7.1f} s   val acc {[round(a, 3) for a in grid_acc]}")
     mean_diff = abs(np.mean(loop_acc) - np.mean(grid_acc)) * 100
     max_diff = max(abs(a - b) for a, b in zip(loop_acc, grid_acc)) * 100
