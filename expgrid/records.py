@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
 
-from expgrid.stopping import ASHA_STOPPED, COMPLETED, DIVERGED, EARLY_STOPPED, FAILED, SCORED, STOP_KEY
+from expgrid.stopping import (
+    ASHA_STOPPED,
+    COMPLETED,
+    DIVERGED,
+    EARLY_STOPPED,
+    FAILED,
+    SCORED,
+    STOP_KEY,
+    is_finite_number,
+)
 
 RUNNING = "running"
 PENDING = "pending"
@@ -43,7 +51,7 @@ class TrialRecord:
 
     def selected(self, metric: str, mode: str, select: str) -> dict[str, Any] | None:
         """The epoch that represents this trial: its last, or its best by ``metric``."""
-        rows = [r for r in self.history if _finite(r.get(metric))]
+        rows = [r for r in self.history if is_finite_number(r.get(metric))]
         if not rows:
             return None
         if select == "best_epoch":
@@ -84,10 +92,6 @@ def best_trial(trials: list[TrialRecord], metric: str, mode: str, select: str) -
         return None
     sign = 1.0 if mode == "max" else -1.0
     return max(scored, key=lambda st: (sign * st[0], -st[1].index))[1]
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # ---------------------------------------------------------------------------------------------

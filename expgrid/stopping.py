@@ -56,9 +56,9 @@ class Watcher:
             return DIVERGED, False
         best_now = False
         value = metrics.get(r.metric)
-        if _finite(value) and (self.best_metric is None or _better(value, self.best_metric, r.mode, 0.0)):
+        if is_finite_number(value) and (self.best_metric is None or _better(value, self.best_metric, r.mode, 0.0)):
             self.best_metric, best_now = float(value), True
-        if r.monitor is not None and _finite(metrics.get(r.monitor)):
+        if r.monitor is not None and is_finite_number(metrics.get(r.monitor)):
             current = float(metrics[r.monitor])
             if self.best_monitor is None or _better(current, self.best_monitor, r.monitor_mode, r.min_delta):
                 self.best_monitor, self.stale = current, 0
@@ -79,7 +79,8 @@ def _better(value: float, best: float, mode: str, min_delta: float) -> bool:
     return value > best + min_delta if mode == "max" else value < best - min_delta
 
 
-def _finite(value: Any) -> bool:
+def is_finite_number(value: Any) -> bool:
+    """A real number (not a bool) that is neither NaN nor infinite."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 

@@ -341,7 +341,7 @@ def _samples(raw: Any, field: str) -> tuple[tuple[str, Sampled], ...]:
         if not isinstance(args, list) or not args:
             raise ConfigError(f"{f}.{kind}", "a non-empty list", args)
         if SAMPLERS[kind] == 2:
-            if len(args) != 2 or not all(_is_number(a) for a in args) or not args[0] < args[1]:
+            if len(args) != 2 or not all(is_number(a) for a in args) or not args[0] < args[1]:
                 raise ConfigError(f"{f}.{kind}", "[low, high] with low < high", args)
             if kind == "loguniform" and args[0] <= 0:
                 raise ConfigError(f"{f}.{kind}", "a positive low bound for a log scale", args)
@@ -375,7 +375,7 @@ def _scheduler(raw: Any, field: str) -> Scheduler:
         raise ConfigError(f"{field}.fifo", "no options (fifo runs every trial to its last epoch)", options)
     _known_keys(options, ASHA_KEYS, f"{field}.{kind}")
     reduction = options.get("reduction_factor", 3)
-    if not _is_number(reduction) or reduction <= 1:
+    if not is_number(reduction) or reduction <= 1:
         raise ConfigError(f"{field}.{kind}.reduction_factor", "a number > 1", reduction)
     grace = options.get("grace_period")
     return Scheduler(
@@ -395,7 +395,7 @@ def _early_stopping(raw: Any, field: str) -> EarlyStopping:
     if mode not in MODES:
         raise ConfigError(f"{field}.mode", f"one of {', '.join(MODES)}", mode)
     delta = raw.get("min_delta", 0.0)
-    if not _is_number(delta) or delta < 0:
+    if not is_number(delta) or delta < 0:
         raise ConfigError(f"{field}.min_delta", "a number ≥ 0", delta)
     return EarlyStopping(
         monitor=_string(raw["monitor"], f"{field}.monitor"),
@@ -415,7 +415,7 @@ def _resources(raw: Any, field: str) -> Resources:
     else:
         gpu_checked = (("gpu", gpu),)
     for name, value in (("cpu", cpu), *gpu_checked):
-        if not _is_number(value) or value < 0:
+        if not is_number(value) or value < 0:
             raise ConfigError(f"{field}.{name}", "a number ≥ 0" + (" or auto" if name == "gpu" else ""), value)
         if value > 1 and value != int(value):
             raise ConfigError(f"{field}.{name}", "a fraction in (0, 1] or a whole number", value)
@@ -456,7 +456,8 @@ def _string(value: Any, field: str, allow_empty: bool = False) -> str:
     return value
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A real number, not a bool (YAML reads yes/no as booleans)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from expgrid.config import flatten
+from expgrid.study import is_number
 
 PARENT_TAG = "mlflow.parentRunId"
 _PARAM_MAX = 6000  # MLflow's limit on a param value's length
@@ -128,7 +129,7 @@ class Tracker:
 
         step = int(metrics.get("epoch", 0))
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if _is_number(v) and k != "epoch"]
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if is_number(v) and k != "epoch"]
         self._queue.put(lambda: self._pending_metrics.setdefault(self._runs[(section_id, index)], []).extend(batch))
 
     def end_trial(self, section_id: str, index: int, status: str, tags: Mapping[str, str]) -> None:
@@ -147,7 +148,7 @@ class Tracker:
         self.flush()
         run_id = self._runs[section_id]
         for key, value in metrics.items():
-            if _is_number(value):
+            if is_number(value):
                 self.client.log_metric(run_id, key, float(value))
         for key, value in tags.items():
             self.client.set_tag(run_id, key, value)
@@ -215,7 +216,3 @@ class Tracker:
 def _param_text(value: Any) -> str:
     text = json.dumps(value) if isinstance(value, (list, dict, bool)) or value is None else str(value)
     return text[:_PARAM_MAX]
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
