@@ -55,8 +55,13 @@ def main() -> None:
     parser.add_argument("--cpu-per-trial", type=float, default=1.0)
     args = parser.parse_args()
 
+    import mlflow
     import ray
 
+    from expgrid.tracking import _cache_dir
+
+    template = _cache_dir() / f"mlflow-{mlflow.__version__}-empty.db"
+    print(f"empty MLflow store already cached: {template.exists()} (else this run makes it: seconds, once)")
     ray.init(num_cpus=os.cpu_count(), log_to_driver=False, dashboard_host="127.0.0.1")
     with tempfile.TemporaryDirectory() as tmp:
         grid = through_expgrid(args.trials, args.reports, args.cpu_per_trial, Path(tmp))

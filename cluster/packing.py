@@ -94,3 +94,26 @@ def dry_run_peak(ref: str, config: dict[str, Any], data: Any) -> tuple[int, int]
         except reporter.StopTrial:
             pass
     return int(torch.cuda.max_memory_allocated()), int(torch.cuda.get_device_properties(0).total_memory)
+
+
+# Packs per concurrent slot: enough packs that slots finishing early take the remaining ones
+# (trials of a grid can differ a lot in length), few enough that Tune's ~0.2 s per scheduled
+# trial is paid rarely.
+PACKS_PER_SLOT = 4
+
+
+def concurrent_slots(per_trial: dict[str, float], available: dict[str, float], max_concurrent: int | None) -> int:
+    """How many trials of ``per_trial`` resources the cluster runs at once (at least 1)."""
+    fits = [math.floor(available.get(k, 0.0) / v + 1e-9) for k, v in per_trial.items() if v > 0]
+    slots = max(1, min(fits, default=1))
+    return min(slots, max_concurrent) if max_concurrent else slots
+
+
+def trials_per_pack(n_trials: int, slots: int, packable: bool) -> int:
+    """How many trials each Tune trial runs in turn (see cluster.ray_api, "Packs").
+
+    1 when the section is not packable (ASHA needs each trial scheduled on its own; a best-epoch
+    section keeps each trial's best checkpoint), or too small for packing to matter."""
+    if not packable:
+        return 1
+    return max(1, n_trials // (slots * PACKS_PER_SLOT))

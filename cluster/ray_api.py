@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import pickle
+import shutil
 import sys
 import tempfile
 import time
@@ -93,52 +94,173 @@ def shutdown() -> None:
 # Inside a trial
 
 
+def _save_checkpoint(state: Any) -> Any:
+    """Hand ``state`` (picklable) to Tune as a checkpoint of the current trial, with a report."""
+    tmp = tempfile.mkdtemp(prefix="expgrid-ckpt-")
+    with open(Path(tmp) / _CHECKPOINT_FILE, "wb") as f:
+        pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+    return tmp
+
+
+def _report(metrics: dict[str, Any], state: Any | None = None) -> None:
+    if state is None:
+        tune.report(metrics)
+        return
+    tmp = _save_checkpoint(state)
+    try:
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # Tune has copied it to the trial's storage
+
+
+def _load_checkpoint() -> Any | None:
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as d:
+        with open(Path(d) / _CHECKPOINT_FILE, "rb") as f:
+            return pickle.load(f)
+
+
 class RaySession(reporter.Session):
     """``expgrid.reporter`` session inside a Tune trial: metrics and checkpoints go to Tune."""
 
     def _deliver(self, rows: list[dict[str, Any]], state: dict[str, Any] | None) -> None:
         # Tune (and ASHA) see the newest row; the driver unpacks every row from ROWS_KEY.
-        metrics = {**rows[-1], ROWS_KEY: rows}
-        if state is None:
-            tune.report(metrics)
-            return
-        with tempfile.TemporaryDirectory(prefix="expgrid-ckpt-") as tmp:
-            with open(Path(tmp) / _CHECKPOINT_FILE, "wb") as f:
-                pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+        _report({**rows[-1], ROWS_KEY: rows}, state)
 
     def _load(self) -> dict[str, Any] | None:
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is None:
-            return None
-        with checkpoint.as_directory() as d:
-            with open(Path(d) / _CHECKPOINT_FILE, "rb") as f:
-                return pickle.load(f)
+        return _load_checkpoint()
 
 
 _functions: dict[str, Callable[..., Any]] = {}
 
 
-def _trial_entry(param: dict[str, Any], shared: dict[Any, Any] | None = None, code_path: str = "") -> None:
-    """What each Tune trial runs: import the trainable once per worker process, then call it."""
-    plan = param["expgrid"]
-    fn = _functions.get(plan["ref"])
+def _function(ref: str, code_path: str) -> Callable[..., Any]:
+    """The trainable named by ``ref``, imported once per worker process."""
+    fn = _functions.get(ref)
     if fn is None:
         if code_path and code_path not in sys.path:
             sys.path.insert(0, code_path)  # a user's module next to the study
         from trainables.registry import import_ref
 
-        fn = _functions[plan["ref"]] = import_ref(plan["ref"])
-    session = RaySession(plan["rules"])
+        fn = _functions[ref] = import_ref(ref)
+    return fn
+
+
+def _call(fn: Callable[..., Any], member: dict[str, Any], shared: dict[Any, Any] | None) -> None:
+    if member["data"] is not None:
+        fn(member["config"], shared[member["data"]])  # type: ignore[index]
+    else:
+        fn(member["config"])
+
+
+def _trial_entry(param: dict[str, Any], shared: dict[Any, Any] | None = None, code_path: str = "") -> None:
+    """What each Tune trial runs: one expgrid trial, or a pack of them one after another."""
+    members = param["expgrid"]["members"]
+    if len(members) > 1:
+        _run_pack(param["expgrid"], shared, code_path)
+        return
+    member = members[0]
+    session = RaySession(member["rules"])
     with reporter.active(session):
         try:
-            if plan["data"] is not None:
-                fn(plan["config"], shared[plan["data"]])
-            else:
-                fn(plan["config"])
+            _call(_function(member["ref"], code_path), member, shared)
         except reporter.StopTrial:
             pass
         session.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# Packs: several small trials in one Tune trial
+#
+# Tune spends about 0.2 s of driver work on every trial it schedules, even with actor reuse;
+# a no-op trial costs nothing else. So a FIFO section of many small trials runs them in packs:
+# one Tune trial runs several expgrid trials in turn, and its results carry every row tagged
+# with the trial it belongs to, plus start / retry / end events. A trial that raises is retried
+# in the same process from its last checkpoint (up to max_failures times), as Tune would; if
+# the whole pack is lost (a node dies), Tune restarts it from its last checkpoint, which says
+# which of its trials are done, and the driver ignores repeats of trials it has already seen end.
+
+TRIAL_KEY = "expgrid_trial"  # the index of the trial a packed row belongs to
+EVENT_KEY = "expgrid_event"  # start / retry / end rows of a packed trial
+
+
+class _Pack:
+    """The rows of a pack's trials, sent to Tune at most every ``interval`` seconds."""
+
+    def __init__(self, interval: float, done: list[int]):
+        self.interval, self.done = interval, done
+        self.rows: list[dict[str, Any]] = []
+        self.last_send = time.monotonic()
+
+    def event(self, kind: str, index: int, **extra: Any) -> None:
+        self.rows.append({EVENT_KEY: kind, TRIAL_KEY: index, "time": time.time(), **extra})
+
+    def add(self, rows: list[dict[str, Any]], checkpoint: dict[str, Any] | None) -> None:
+        self.rows.extend(rows)
+        if checkpoint is not None or time.monotonic() - self.last_send >= self.interval:
+            self.send(checkpoint)
+
+    def send(self, checkpoint: dict[str, Any] | None = None) -> None:
+        if not self.rows and checkpoint is None:
+            return
+        rows, self.rows = self.rows, []
+        self.last_send = time.monotonic()
+        _report({ROWS_KEY: rows}, checkpoint)
+
+
+class _PackedSession(reporter.Session):
+    """One trial of a pack: its rows go to the pack tagged with its index; a retry restarts from
+    the last checkpoint it handed over."""
+
+    def __init__(self, rules: Any, index: int, pack: _Pack, resume: dict[str, Any] | None):
+        # Batching is the pack's job, so every report goes straight to it.
+        super().__init__(dataclasses.replace(rules, report_interval=0.0))
+        self.index, self.pack, self.last_state = index, pack, resume
+
+    def _deliver(self, rows: list[dict[str, Any]], state: dict[str, Any] | None) -> None:
+        for row in rows:
+            row[TRIAL_KEY] = self.index
+        checkpoint = None
+        if state is not None:
+            self.last_state = state
+            checkpoint = {"done": list(self.pack.done), "current": self.index, "state": state}
+        self.pack.add(rows, checkpoint)
+
+    def _load(self) -> dict[str, Any] | None:
+        return self.last_state
+
+
+def _run_pack(pack_param: dict[str, Any], shared: dict[Any, Any] | None, code_path: str) -> None:
+    saved = _load_checkpoint() or {"done": [], "current": None, "state": None}
+    pack = _Pack(interval=pack_param["report_interval"], done=list(saved["done"]))
+    for member in pack_param["members"]:
+        index = member["index"]
+        if index in pack.done:
+            continue
+        resume = saved["state"] if saved["current"] == index else None
+        session = _PackedSession(member["rules"], index, pack, resume)
+        pack.event("start", index)
+        error, failures = None, 0
+        while True:
+            with reporter.active(session):
+                try:
+                    _call(_function(member["ref"], code_path), member, shared)
+                    error = None
+                except reporter.StopTrial:
+                    error = None
+                except Exception as e:  # noqa: BLE001 - any error of the user's code ends or retries the trial
+                    error = f"{type(e).__name__}: {e}"
+                session.flush()
+            if error is None or failures >= pack_param["max_failures"]:
+                break
+            failures += 1
+            pack.event("retry", index, error=error)
+            session = _PackedSession(member["rules"], index, pack, session.last_state)
+        pack.done.append(index)
+        pack.event("end", index, error=error)
+    pack.send()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,13 +270,13 @@ def _trial_entry(param: dict[str, Any], shared: dict[Any, Any] | None = None, co
 class TrialEvents(Protocol):
     """What the driver hears about each trial (keyed by the trial's index in the section)."""
 
-    def trial_started(self, index: int) -> None: ...
+    def trial_started(self, index: int, at: float | None = None) -> None: ...
 
     def trial_result(self, index: int, metrics: dict[str, Any]) -> None: ...
 
     def trial_retried(self, index: int, error: str) -> None: ...
 
-    def trial_finished(self, index: int, error: str | None) -> None: ...
+    def trial_finished(self, index: int, error: str | None, at: float | None = None) -> None: ...
 
 
 @dataclasses.dataclass
@@ -172,11 +294,24 @@ class TuneSection:
     metric: str = ""
     mode: str = "max"
     keep_best_by: str | None = None  # keep the checkpoint with the best value of this metric too
+    pack: int = 1  # trials per Tune trial (see "Packs" above); 1 for ASHA and best-epoch sections
+
+    def tune_trials(self) -> list[dict[str, Any]]:
+        interval = min((t["rules"].report_interval for t in self.trials), default=1.0)
+        size = max(1, self.pack)
+        return [
+            {"members": self.trials[i : i + size], "max_failures": self.max_failures, "report_interval": interval}
+            for i in range(0, len(self.trials), size)
+        ]
 
 
 class _EventBridge(tune.Callback):
+    """Turns Tune's trial callbacks (and the events inside packs' results) into TrialEvents."""
+
     def __init__(self, events: TrialEvents):
         self.events = events
+        self.ended: set[int] = set()  # trials whose end the driver has seen (repeats are dropped)
+        self.running: dict[str, int] = {}  # Tune trial id → the packed trial it is running
 
     # Tune pickles its run config (callbacks included) into the experiment folder; the events
     # sink holds threads and clients and is the driver's own, so it is left out.
@@ -185,27 +320,67 @@ class _EventBridge(tune.Callback):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.events = None  # type: ignore[assignment]
+        self.ended, self.running = set(), {}
 
     @staticmethod
-    def _index(trial: Any) -> int:
-        return int(trial.config["expgrid"]["index"])
+    def _members(trial: Any) -> list[dict[str, Any]]:
+        return trial.config["expgrid"]["members"]
+
+    def _single(self, trial: Any) -> int | None:
+        members = self._members(trial)
+        return int(members[0]["index"]) if len(members) == 1 else None
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.events.trial_started(self._index(trial))
+        index = self._single(trial)
+        if index is not None:
+            self.events.trial_started(index)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        rows = result.get(ROWS_KEY) or [{k: v for k, v in result.items() if k not in _TUNE_KEYS}]
-        for row in rows:
-            self.events.trial_result(self._index(trial), row)
+        index = self._single(trial)
+        if index is not None:
+            rows = result.get(ROWS_KEY) or [{k: v for k, v in result.items() if k not in _TUNE_KEYS}]
+            for row in rows:
+                self.events.trial_result(index, row)
+            return
+        for row in result.get(ROWS_KEY) or []:
+            self._packed_row(trial.trial_id, row)
+
+    def _packed_row(self, tune_id: str, row: dict[str, Any]) -> None:
+        index = int(row.pop(TRIAL_KEY))
+        if index in self.ended:
+            return  # a restarted pack repeating a trial the driver already has
+        kind = row.get(EVENT_KEY)
+        if kind == "start":
+            self.running[tune_id] = index
+            self.events.trial_started(index, at=row["time"])
+        elif kind == "retry":
+            self.events.trial_retried(index, row["error"])
+        elif kind == "end":
+            self.running.pop(tune_id, None)
+            self.ended.add(index)
+            self.events.trial_finished(index, row["error"], at=row["time"])
+        else:
+            self.events.trial_result(index, row)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.events.trial_retried(self._index(trial), _error_text(trial))
+        index = self._single(trial)
+        if index is None:
+            index = self.running.get(trial.trial_id)  # the packed trial that was running
+        if index is not None:
+            self.events.trial_retried(index, _error_text(trial))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.events.trial_finished(self._index(trial), None)
+        index = self._single(trial)
+        if index is not None:
+            self.events.trial_finished(index, None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.events.trial_finished(self._index(trial), _error_text(trial) or "trial failed")
+        error = _error_text(trial) or "trial failed"
+        for member in self._members(trial):  # a pack that Tune gave up on ends all its open trials
+            index = int(member["index"])
+            if index not in self.ended:
+                self.ended.add(index)
+                self.events.trial_finished(index, error)
 
 
 def _error_text(trial: Any) -> str:
@@ -235,7 +410,9 @@ def _scheduler(section: TuneSection) -> Any:
 
 
 def _trial_dirname(trial: Any) -> str:
-    return f"trial_{trial.config['expgrid']['index']:04d}"
+    members = trial.config["expgrid"]["members"]
+    first, last = members[0]["index"], members[-1]["index"]
+    return f"trial_{first:04d}" if len(members) == 1 else f"pack_{first:04d}-{last:04d}"
 
 
 def run_section(section: TuneSection, events: TrialEvents) -> float:
@@ -244,7 +421,7 @@ def run_section(section: TuneSection, events: TrialEvents) -> float:
     trainable = tune.with_resources(trainable, dict(section.resources))
     tuner = tune.Tuner(
         trainable,
-        param_space={"expgrid": tune.grid_search(section.trials)},
+        param_space={"expgrid": tune.grid_search(section.tune_trials())},
         tune_config=tune.TuneConfig(
             reuse_actors=True,  # 20 no-op trials: 34 s without, 5 s with (DEVELOPERS.md)
             max_concurrent_trials=section.max_concurrent,

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from expgrid import planning, records
+from expgrid import planning, records, tracking
 from expgrid.config import flatten
 from expgrid.errors import ConfigError, StudyFailed, StudyFileError
 from expgrid.progress import ProgressLine
@@ -77,6 +77,7 @@ def run_study(study: Study, spec: TrainableSpec, options: RunOptions | None = No
     wanted = _selected_sections(study, options.sections)
     state = records.read_json(results / "study.json") or {}
 
+    tracking.preflight(uri)  # an unreachable server stops the study here, before anything runs
     tracker = Tracker(uri, study.name, artifact_root=results / "mlartifacts")  # opens in the background
     tracker.start_study(
         study.name,
@@ -160,17 +161,23 @@ class _SectionEvents:
         self.results, self.tracker, self.progress = results, tracker, progress
         self.retries = 0
 
-    def trial_started(self, index: int) -> None:
+    def trial_started(self, index: int, at: float | None = None) -> None:
         trial = self.trials[index]
         if trial.started is None:
-            trial.started = time.time()
+            trial.started = at or time.time()
             name = f"{self.section.id}/{index} " + " ".join(f"{k}={_short(v)}" for k, v in trial.swept.items())
             self.tracker.start_trial(self.section.id, index, name[:250], trial.config, {})
         trial.status = RUNNING
         self._redraw(False)
 
     def trial_result(self, index: int, metrics: dict[str, Any]) -> None:
-        self.trials[index].history.append(metrics)
+        history = self.trials[index].history
+        epoch = metrics.get("epoch")
+        if history and isinstance(epoch, int) and epoch <= int(history[-1].get("epoch", 0)):
+            # A retry resumed from a checkpoint older than its last report: the rerun epochs
+            # replace the ones reported before the failure.
+            history[:] = [row for row in history if int(row.get("epoch", 0)) < epoch]
+        history.append(metrics)
         self.tracker.log_epoch(self.section.id, index, metrics)
         self._redraw(False)
 
@@ -179,9 +186,9 @@ class _SectionEvents:
         self.retries += 1
         self._redraw(False)
 
-    def trial_finished(self, index: int, error: str | None) -> None:
+    def trial_finished(self, index: int, error: str | None, at: float | None = None) -> None:
         trial = self.trials[index]
-        trial.ended = time.time()
+        trial.ended = at or time.time()
         trial.error = error
         asha = self.study.scheduler_of(self.section).kind == "asha"
         trial.status = records.ending(trial.history, error, trial.config.get("epochs"), asha)
@@ -259,6 +266,11 @@ def _run_section(
          "rules": planning.trial_rules(study, section, p.config, max_t)}
         for p in plans
     ]  # fmt: skip
+    max_concurrent = options.max_concurrent or section.max_concurrent or study.max_concurrent
+    # ASHA decides per trial and a best-epoch section keeps each trial's best checkpoint in Tune:
+    # those need one Tune trial per expgrid trial.
+    packable = study.scheduler_of(section).kind == "fifo" and section.select != "best_epoch"
+    pack = packing.trials_per_pack(len(plans), packing.concurrent_slots(resources, available, max_concurrent), packable)
     progress = ProgressLine(f"{section.id} {section.name}", len(plans), study.metric, options.stream)
     events = _SectionEvents(study, section, trials, results, tracker, progress)
     seconds = ray_api.run_section(
@@ -268,7 +280,7 @@ def _run_section(
             trials=trial_params,
             resources=resources,
             shared=shared,
-            max_concurrent=options.max_concurrent or section.max_concurrent or study.max_concurrent,
+            max_concurrent=max_concurrent,
             max_failures=study.max_failures_of(section),
             code_path=os.getcwd(),
             scheduler=study.scheduler_of(section),
@@ -276,6 +288,7 @@ def _run_section(
             metric=study.metric,
             mode=study.mode,
             keep_best_by=study.metric if section.select == "best_epoch" else None,
+            pack=pack,
         ),
         events,
     )

@@ -14,10 +14,16 @@ trial failed). Nesting uses MLflow's ``mlflow.parentRunId`` tag, which the UI sh
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import queue
+import shutil
+import sqlite3
+import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +39,68 @@ _BATCH_MAX = 1000  # MLflow's limit on metrics per log_batch
 def default_tracking_uri(results_dir: Path) -> str:
     """A SQLite store beside the results (MLflow 3 refuses new file stores by default)."""
     return f"sqlite:///{(results_dir / 'mlflow.db').resolve()}"
+
+
+def preflight(uri: str, timeout: float = 5.0) -> None:
+    """Fail at once, naming the URI, when a tracking server does not answer (checked before Ray
+    starts, so nothing runs). Opening the store itself happens later, in the background."""
+    from expgrid.errors import StudyFailed
+
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as reply:
+                reply.read()
+        except (OSError, ValueError) as e:
+            raise StudyFailed(
+                f"MLflow tracking server {uri} does not answer ({e}). Start it, or leave out "
+                "--tracking-uri / MLFLOW_TRACKING_URI to track into the results folder."
+            ) from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///"):]).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as e:
+            raise StudyFailed(f"MLflow tracking store {uri} cannot be written: {e}") from None
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "expgrid"
+
+
+def seed_sqlite_store(uri: str, artifact_root: Path | None = None) -> bool:
+    """Create a new SQLite store as a copy of an empty one made once per MLflow version.
+
+    MLflow builds a new SQLite store by running its whole chain of schema migrations, which
+    takes seconds (3 to 10 s on a 2-CPU machine) — longer than a section of small trials.
+    A copy of an empty store made by the same MLflow version is the same database. Returns
+    whether the store was seeded (False: not a new local SQLite store)."""
+    if not uri.startswith("sqlite:///"):
+        return False
+    target = Path(uri[len("sqlite:///"):])
+    if target.exists():
+        return False
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    template = _cache_dir() / f"mlflow-{mlflow.__version__}-empty.db"
+    if not template.exists():
+        template.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=template.parent) as tmp:
+            fresh = Path(tmp) / "empty.db"
+            MlflowClient(f"sqlite:///{fresh}").search_experiments()  # creates the schema
+            os.replace(fresh, template)  # atomic: a concurrent run sees no half-made template
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".db.partial")
+    shutil.copyfile(template, partial)
+    if artifact_root is not None:
+        # MLflow's default experiment ("0") points at where the template was made.
+        with contextlib.closing(sqlite3.connect(partial)) as db, db:
+            db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                       (artifact_root.resolve().as_uri(),))  # fmt: skip
+    os.replace(partial, target)
+    return True
 
 
 class Tracker:
@@ -56,6 +124,7 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "creating tables" chatter
+        seed_sqlite_store(self.uri, artifact_root)
         self.client = MlflowClient(self.uri)
         existing = self.client.get_experiment_by_name(experiment)
         if existing is not None:
@@ -91,25 +160,24 @@ class Tracker:
     def opened(self) -> bool:
         return hasattr(self, "experiment_id")
 
-    def start_section(self, section_id: str, name: str, params: Mapping[str, Any]) -> str:
-        self.flush()
-        if not self.opened:
-            from expgrid.errors import StudyFailed
+    def start_section(self, section_id: str, name: str, params: Mapping[str, Any]) -> None:
+        """Create the section's run under the study run (queued: trials need not wait for it)."""
 
-            raise StudyFailed(f"MLflow tracking store {self.uri} cannot be used: {'; '.join(self.errors)[:1000]}")
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=f"{section_id} {name}",
-            tags={
-                PARENT_TAG: self._runs["study"],
-                "expgrid.kind": "section",
-                "expgrid.section_id": section_id,
-                "expgrid.section_name": name,
-            },
-        )
-        self._runs[section_id] = run.info.run_id
-        self._log_params(run.info.run_id, params)
-        return run.info.run_id
+        def start() -> None:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=f"{section_id} {name}",
+                tags={
+                    PARENT_TAG: self._runs["study"],
+                    "expgrid.kind": "section",
+                    "expgrid.section_id": section_id,
+                    "expgrid.section_name": name,
+                },
+            )
+            self._runs[section_id] = run.info.run_id
+            self._log_params(run.info.run_id, params)
+
+        self._queue.put(start)
 
     def start_trial(self, section_id: str, index: int, name: str, config: Mapping[str, Any], tags: Mapping[str, str]) -> None:
         def create() -> None:
@@ -134,10 +202,15 @@ class Tracker:
 
     def end_trial(self, section_id: str, index: int, status: str, tags: Mapping[str, str]) -> None:
         def end() -> None:
+            from mlflow.entities import RunTag
+
             run_id = self._runs[(section_id, index)]
-            self._write_metrics()
-            for key, value in tags.items():
-                self.client.set_tag(run_id, key, value)
+            # The run's remaining metrics and its tags in one write, then the status: a trial
+            # costs the store four writes in all (a section can end hundreds of trials a minute).
+            metrics = self._pending_metrics.pop(run_id, [])
+            tag_list = [RunTag(k, v) for k, v in tags.items()]
+            for start in range(0, max(1, len(metrics)), _BATCH_MAX):
+                self.client.log_batch(run_id, metrics=metrics[start : start + _BATCH_MAX], tags=tag_list if start == 0 else [])
             self.client.set_terminated(run_id, status)
 
         self._queue.put(end)
@@ -145,28 +218,36 @@ class Tracker:
     def end_section(
         self, section_id: str, status: str, metrics: Mapping[str, float], artifacts: Mapping[str, Any], tags: Mapping[str, str]
     ) -> None:
+        def end() -> None:
+            run_id = self._runs[section_id]
+            for key, value in metrics.items():
+                if is_number(value):
+                    self.client.log_metric(run_id, key, float(value))
+            for key, value in tags.items():
+                self.client.set_tag(run_id, key, value)
+            for name, content in artifacts.items():
+                if isinstance(content, Path):
+                    self.client.log_artifact(run_id, str(content))
+                else:
+                    text = content if isinstance(content, str) else json.dumps(content, indent=2, default=str)
+                    self.client.log_text(run_id, text, name)
+            self.client.set_terminated(run_id, status)
+
+        self._queue.put(end)
         self.flush()
-        run_id = self._runs[section_id]
-        for key, value in metrics.items():
-            if is_number(value):
-                self.client.log_metric(run_id, key, float(value))
-        for key, value in tags.items():
-            self.client.set_tag(run_id, key, value)
-        for name, content in artifacts.items():
-            if isinstance(content, Path):
-                self.client.log_artifact(run_id, str(content))
-            else:
-                self.client.log_text(run_id, content if isinstance(content, str) else json.dumps(content, indent=2, default=str), name)
-        self.client.set_terminated(run_id, status)
 
     def end_study(self, status: str, artifacts: Mapping[str, Any] | None = None) -> None:
+        def end() -> None:
+            if "study" not in self._runs:
+                return  # the store never opened; the error is in self.errors
+            run_id = self._runs["study"]
+            for name, content in (artifacts or {}).items():
+                text = content if isinstance(content, str) else json.dumps(content, indent=2, default=str)
+                self.client.log_text(run_id, text, name)
+            self.client.set_terminated(run_id, status)
+
+        self._queue.put(end)
         self.flush()
-        if "study" not in self._runs:
-            return  # the store never opened; the error is in self.errors
-        run_id = self._runs["study"]
-        for name, content in (artifacts or {}).items():
-            self.client.log_text(run_id, content if isinstance(content, str) else json.dumps(content, indent=2, default=str), name)
-        self.client.set_terminated(run_id, status)
 
     # --- the writer thread -----------------------------------------------------------------
 

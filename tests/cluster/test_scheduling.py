@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import subprocess
 import sys
@@ -143,3 +144,48 @@ def test_quarter_gpu_trials_run_four_at_a_time(write_study, tmp_path):
         running += step
         peak = max(peak, running)
     assert peak == 4  # the GPU, not the 4 CPUs (8 × 0.5 would allow 8), limits the section
+
+
+def test_many_small_fifo_trials_run_in_packs_with_per_trial_records_and_retries(ray_session, write_study, tmp_path):
+    # 16 trials on 2 CPUs: packs of 2 (4 packs per slot). Trial 5 crashes once at epoch 3.
+    fails = [None] * 16
+    fails[5] = 3
+    outcome = _run(write_study, tmp_path, HEAD + textwrap.dedent(f"""
+        study: packs
+        defaults: {{epochs: 5}}
+        max_failures: 1
+        sections:
+          - id: p
+            zip: {{x: {[i / 4 for i in range(16)]}, fail_at_epoch: {json.dumps(fails)}}}
+    """))
+    trials = outcome.sections[0].trials
+    packs = sorted(p.name for p in (tmp_path / "r" / "tune" / "section-p").glob("pack_*"))
+    assert packs == [f"pack_{i:04d}-{i + 1:04d}" for i in range(0, 16, 2)]
+    assert all(t.status == "completed" for t in trials)
+    assert all([row["epoch"] for row in t.history] == [1, 2, 3, 4, 5] for t in trials)
+    assert all(t.started <= t.ended for t in trials)
+    crashed = trials[5]
+    assert crashed.retries == 1 and crashed.history[-1]["resumed_from"] == 2  # from its checkpoint
+    assert sum(t.retries for t in trials) == 1
+    assert outcome.sections[0].best is max(trials, key=lambda t: t.history[-1]["score"])
+    client = MlflowClient(outcome.tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("packs").experiment_id],
+                              "tags.`expgrid.kind` = 'trial'")  # fmt: skip
+    assert len(runs) == 16 and {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_a_packed_trial_that_keeps_failing_is_recorded_and_its_pack_goes_on(ray_session, write_study, tmp_path):
+    outcome = _run(write_study, tmp_path, HEAD + textwrap.dedent("""
+        study: packfail
+        defaults: {epochs: 3}
+        max_failures: 0
+        sections:
+          - id: p
+            zip: {x: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
+                  fail_at_epoch: [null, 2, null, null, null, null, null, null, null, null, null, null, null, null, null, null]}
+    """))
+    trials = outcome.sections[0].trials
+    assert trials[1].status == "failed" and "failing on purpose at epoch 2" in trials[1].error
+    assert [row["epoch"] for row in trials[1].history] == [1]
+    assert trials[0].status == trials[2].status == "completed"  # its pack-mate ran on
+    assert sum(t.status == "completed" for t in trials) == 15
