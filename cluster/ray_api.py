@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import pickle
 import shutil
@@ -37,6 +38,7 @@ _TUNE_KEYS = frozenset(
 )  # fmt: skip
 _CHECKPOINT_FILE = "expgrid_state.pkl"
 ROWS_KEY = "expgrid_rows"  # a result carries every epoch row since the trial's previous result
+RESTART_KEY = "expgrid_restarted"  # on the first row after Train restarted a trial's workers
 
 # Keep Tune quiet: expgrid prints its own progress line. Set before Tune reads them.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -132,6 +134,17 @@ class RaySession(reporter.Session):
     def _load(self) -> dict[str, Any] | None:
         return _load_checkpoint()
 
+    # Set by _trial_entry for a data-parallel trial: per-worker resources and where Train keeps
+    # its run (the same name on a retry, so Train resumes from that run's latest checkpoint).
+    train: dict[str, Any] | None = None
+
+    def launch_data_parallel(self, fn: Callable[..., Any], config: dict[str, Any], data: Any, workers: int,
+                             gpu_per_worker: float | None) -> None:  # fmt: skip
+        if self.train is None:
+            raise RuntimeError("expgrid.data_parallel: this trial was not planned as data-parallel "
+                               "(its config has no `workers` > 1)")  # fmt: skip
+        run_data_parallel(fn, config, data, workers, gpu_per_worker, self.rules, self.train)
+
 
 _functions: dict[str, Callable[..., Any]] = {}
 
@@ -163,6 +176,7 @@ def _trial_entry(param: dict[str, Any], shared: dict[Any, Any] | None = None, co
         return
     member = members[0]
     session = RaySession(member["rules"])
+    session.train = member.get("train")
     with reporter.active(session):
         try:
             _call(_function(member["ref"], code_path), member, shared)
@@ -264,6 +278,109 @@ def _run_pack(pack_param: dict[str, Any], shared: dict[Any, Any] | None, code_pa
 
 
 # ---------------------------------------------------------------------------------------------
+# Data-parallel trials: Ray Train inside a Tune trial
+#
+# Train V2 (the default in 2.60) cannot be a Tune trainable itself. The supported pattern: the
+# Tune trial (a token CPU share) builds and fits a TorchTrainer whose workers hold the real
+# resources; TuneReportCallback forwards rank 0's reports to the Tune trial, so ASHA and the
+# driver see them as any trial's. Train's report is collective: every rank reports every epoch.
+
+
+def workers_of(config: dict[str, Any]) -> int:
+    """Processes a trial asks for: its config's ``workers`` (1 when absent)."""
+    workers = config.get("workers")
+    return int(workers) if isinstance(workers, int) and workers > 1 else 1
+
+
+TRIAL_CPU_OF_TRAIN_RUN = 0.01  # what the Tune trial driving a Train run reserves itself
+
+
+def _worker_cpu(cpu: float, workers: int) -> float:
+    """A worker's CPU share: the section's, less its part of the Tune trial's token share, so a
+    trial of N workers at 1 CPU fits on N CPUs. Rounded down to Ray's 1/10000 resource unit."""
+    return math.floor((cpu - TRIAL_CPU_OF_TRAIN_RUN / workers) * 10_000) / 10_000
+
+
+class TrainSession(reporter.Session):
+    """``expgrid.reporter`` session on one Ray Train worker."""
+
+    def __init__(self, rules: Any):
+        # No time-based batching: Train's report is collective, so every rank must report at the
+        # same epochs, and a rank's clock must not decide that.
+        super().__init__(dataclasses.replace(rules, report_interval=0.0))
+        import ray.train
+
+        self.rank = ray.train.get_context().get_world_rank()
+        self.restarted = False  # Train restarted the workers (a failure): the driver counts a retry
+
+    def _deliver(self, rows: list[dict[str, Any]], state: dict[str, Any] | None) -> None:
+        import ray.train
+
+        if self.restarted:
+            rows[0] = {**rows[0], RESTART_KEY: True}
+            self.restarted = False
+        metrics = {**rows[-1], ROWS_KEY: rows}
+        if state is None or self.rank != 0:  # rank 0's model is every rank's (DDP keeps them equal)
+            ray.train.report(metrics)
+            return
+        tmp = _save_checkpoint(state)
+        try:
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _load(self) -> dict[str, Any] | None:
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        self.restarted = True
+        with checkpoint.as_directory() as d:
+            with open(Path(d) / _CHECKPOINT_FILE, "rb") as f:
+                return pickle.load(f)
+
+
+def run_data_parallel(fn: Callable[..., Any], config: dict[str, Any], data: Any, workers: int,
+                      gpu_per_worker: float | None, rules: Any, train: dict[str, Any]) -> None:  # fmt: skip
+    """Fit a TorchTrainer of ``workers`` processes running ``fn`` (see expgrid.data_parallel)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    gpu = float(train["gpu"] if gpu_per_worker is None else gpu_per_worker)
+    per_worker = {"CPU": float(train["cpu"]), **({"GPU": gpu} if gpu > 0 else {})}
+    data_ref = ray.put(data) if data is not None else None
+
+    def loop(_: dict[str, Any]) -> None:
+        session = TrainSession(rules)
+        with reporter.active(session):
+            try:
+                fn(config, ray.get(data_ref)) if data_ref is not None else fn(config)
+            except reporter.StopTrial:
+                pass
+            session.flush()
+
+    trainer = TorchTrainer(
+        loop,
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpu > 0, resources_per_worker=per_worker),
+        run_config=ray.train.RunConfig(
+            name=train["name"],
+            storage_path=train["storage_path"],
+            callbacks=[TuneReportCallback()],
+            # A worker (or its node) lost: Train restarts the workers from the latest checkpoint.
+            failure_config=ray.train.FailureConfig(max_failures=train["max_failures"]),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=1,
+                checkpoint_score_attribute=train["keep_best_by"],
+                checkpoint_score_order=train["mode"],
+            ),
+        ),
+    )
+    trainer.fit()
+
+
+# ---------------------------------------------------------------------------------------------
 # Running a section
 
 
@@ -340,6 +457,8 @@ class _EventBridge(tune.Callback):
         if index is not None:
             rows = result.get(ROWS_KEY) or [{k: v for k, v in result.items() if k not in _TUNE_KEYS}]
             for row in rows:
+                if row.pop(RESTART_KEY, False):
+                    self.events.trial_retried(index, "Ray Train restarted the trial's workers from its last checkpoint")
                 self.events.trial_result(index, row)
             return
         for row in result.get(ROWS_KEY) or []:
@@ -417,13 +536,34 @@ def _trial_dirname(trial: Any) -> str:
 
 def run_section(section: TuneSection, events: TrialEvents) -> float:
     """Run every trial of one section as one Tune experiment; return its wall time (s)."""
+    for trial in section.trials:
+        if workers_of(trial["config"]) > 1:
+            trial["train"] = {
+                "cpu": _worker_cpu(section.resources["cpu"], workers_of(trial["config"])),
+                "gpu": float(trial["config"].get("gpu_per_worker") or section.resources.get("gpu", 0.0)),
+                "name": f"{section.name}-trial_{trial['index']:04d}",
+                "storage_path": section.storage_path,
+                "max_failures": section.max_failures,
+                "keep_best_by": section.keep_best_by,
+                "mode": section.mode,
+            }
+    data_parallel = any("train" in t for t in section.trials)
+
+    def resources(param: dict[str, Any]) -> Any:
+        members = param["expgrid"]["members"]
+        if "train" in members[0]:  # its Train workers reserve the section's resources each
+            return tune.PlacementGroupFactory([{"CPU": TRIAL_CPU_OF_TRAIN_RUN}])
+        return tune.PlacementGroupFactory([{"CPU": section.resources["cpu"], "GPU": section.resources.get("gpu", 0.0)}])
+
     trainable = tune.with_parameters(_trial_entry, shared=section.shared, code_path=section.code_path)
-    trainable = tune.with_resources(trainable, dict(section.resources))
+    trainable = tune.with_resources(trainable, resources)
     tuner = tune.Tuner(
         trainable,
         param_space={"expgrid": tune.grid_search(section.tune_trials())},
         tune_config=tune.TuneConfig(
-            reuse_actors=True,  # 20 no-op trials: 34 s without, 5 s with (DEVELOPERS.md)
+            # 20 no-op trials: 34 s without, 5 s with. Not for Train runs: a new actor per trial
+            # means a trial cut by ASHA takes its Train run (and the workers' reservations) with it.
+            reuse_actors=not data_parallel,
             max_concurrent_trials=section.max_concurrent,
             trial_dirname_creator=_trial_dirname,
             scheduler=_scheduler(section),

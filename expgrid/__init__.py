@@ -5,13 +5,14 @@ Heavy modules (Ray, MLflow, torch) load only when a study runs.
 """
 
 from expgrid.errors import ConfigError, StudyFailed, StudyFileError
-from expgrid.reporter import StopTrial, report, restore
+from expgrid.reporter import StopTrial, data_parallel, report, restore
 
 __all__ = [
     "ConfigError",
     "StopTrial",
     "StudyFailed",
     "StudyFileError",
+    "data_parallel",
     "load_study",
     "report",
     "restore",

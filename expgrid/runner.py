@@ -251,7 +251,8 @@ def _run_section(
         study.resources_of(section), spec, plans, available,
         data_for=lambda plan: shared.get(data_ids.get(plan.index)), stream=options.stream,
     )  # fmt: skip
-    _check_fits(section, resources, ray_api.node_resources(), available)
+    workers = max(ray_api.workers_of(p.config) for p in plans)  # data-parallel trials: processes each
+    _check_fits(section, resources, ray_api.node_resources(), available, workers)
 
     folder = records.section_dir(results, section.id)
     if folder.exists():  # an unfinished earlier attempt: its trials are rerun from the start
@@ -269,7 +270,12 @@ def _run_section(
     max_concurrent = options.max_concurrent or section.max_concurrent or study.max_concurrent
     # ASHA decides per trial and a best-epoch section keeps each trial's best checkpoint in Tune:
     # those need one Tune trial per expgrid trial.
-    packable = study.scheduler_of(section).kind == "fifo" and section.select != "best_epoch"
+    packable = study.scheduler_of(section).kind == "fifo" and section.select != "best_epoch" and workers == 1
+    if workers > 1:
+        # Tune would start every data-parallel trial at once (each reserves only a token CPU), and
+        # their Train runs would wait on each other's workers: admit only as many as fit.
+        fit = packing.concurrent_slots({k: v * workers for k, v in resources.items()}, available, None)
+        max_concurrent = min(max_concurrent or fit, fit)
     pack = packing.trials_per_pack(len(plans), packing.concurrent_slots(resources, available, max_concurrent), packable)
     progress = ProgressLine(f"{section.id} {section.name}", len(plans), study.metric, options.stream)
     events = _SectionEvents(study, section, trials, results, tracker, progress)
@@ -347,15 +353,24 @@ def _shared_data(
 
 
 def _check_fits(section: Section, per_trial: dict[str, float], nodes: list[dict[str, float]],
-                total: dict[str, float]) -> None:  # fmt: skip
-    if any(all(node[k] >= per_trial[k] for k in per_trial) for node in nodes):
-        return
-    largest = max(nodes, key=lambda n: (n["gpu"], n["cpu"]), default={"cpu": 0, "gpu": 0})
-    raise StudyFailed(
-        f"section {section.id}: one trial asks for {per_trial['cpu']:g} CPU and {per_trial['gpu']:g} GPU, but no node "
-        f"of this Ray cluster has that much (largest node: {largest['cpu']:g} CPU, {largest['gpu']:g} GPU; cluster "
-        f"total: {total['cpu']:g} CPU, {total['gpu']:g} GPU). Lower `resources` or add nodes."
-    )
+                total: dict[str, float], workers: int = 1) -> None:  # fmt: skip
+    """Refuse a section one of whose trials (or, for data-parallel trials, one of whose worker
+    processes) fits on no node, or whose data-parallel trial needs more than the cluster has."""
+    what = "one trial" if workers == 1 else "one worker process"
+    if not any(all(node[k] >= per_trial[k] for k in per_trial) for node in nodes):
+        largest = max(nodes, key=lambda n: (n["gpu"], n["cpu"]), default={"cpu": 0, "gpu": 0})
+        raise StudyFailed(
+            f"section {section.id}: {what} asks for {per_trial['cpu']:g} CPU and {per_trial['gpu']:g} GPU, but no node "
+            f"of this Ray cluster has that much (largest node: {largest['cpu']:g} CPU, {largest['gpu']:g} GPU; cluster "
+            f"total: {total['cpu']:g} CPU, {total['gpu']:g} GPU). Lower `resources` or add nodes."
+        )
+    if workers > 1 and any(workers * per_trial[k] > total[k] + 1e-9 for k in per_trial):
+        raise StudyFailed(
+            f"section {section.id}: a data-parallel trial of {workers} workers at {per_trial['cpu']:g} CPU and "
+            f"{per_trial['gpu']:g} GPU each needs {workers * per_trial['cpu']:g} CPU and {workers * per_trial['gpu']:g} "
+            f"GPU, but this Ray cluster has {total['cpu']:g} CPU and {total['gpu']:g} GPU. Lower `workers` or "
+            "`resources`, or add nodes."
+        )
 
 
 # ---------------------------------------------------------------------------------------------

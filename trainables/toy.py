@@ -1,6 +1,6 @@
 """``toy``: a synthetic objective with the shape of a training run, for tests and benchmarks.
 
-No data and no torch: ``score`` rises with the epoch towards ``1 - ((x-2)² + (y+1)²) / 10``, so the
+No data and no torch (except with ``workers`` > 1): ``score`` rises with the epoch towards ``1 - ((x-2)² + (y+1)²) / 10``, so the
 best ``x`` is 2 and the best ``y`` is -1. Switches make it misbehave on purpose: raise once at an
 epoch (to test retries from a checkpoint), report NaN (divergence), or sleep (to see packing).
 """
@@ -21,8 +21,9 @@ TOY_DEFAULTS = {
     "fail_at_epoch": None,  # raise once at this epoch, unless resumed from a checkpoint
     "nan_at_epoch": None,  # report a NaN loss from this epoch on
     "rise_after": None,  # from this epoch on the loss rises (for patience stopping)
+    "workers": 1,  # > 1: run as a data-parallel trial of this many processes (torch.distributed)
 }
-TOY_METRICS = ("epoch", "score", "loss")
+TOY_METRICS = ("epoch", "score", "loss", "world_size")
 
 
 def toy_score(x: float, y: float, epoch: int) -> float:
@@ -31,6 +32,28 @@ def toy_score(x: float, y: float, epoch: int) -> float:
 
 @register_trainable("toy", defaults=TOY_DEFAULTS, metrics=TOY_METRICS)
 def toy(config: dict) -> None:
+    workers = int(config.get("workers") or 1)
+    if workers > 1:
+        reporter.data_parallel(_toy, config, workers=workers)
+    else:
+        _toy(config)
+
+
+def _world_size() -> int:
+    """Processes in this trial, counted by an all-reduce when torch.distributed is running (so a
+    data-parallel test sees that the ranks really talk to each other)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1
+    ones = torch.ones(1)
+    dist.all_reduce(ones)
+    return int(ones.item())
+
+
+def _toy(config: dict) -> None:
+    world = _world_size() if int(config.get("workers") or 1) > 1 else 1
     state = reporter.restore()
     start = state["epoch"] + 1 if state else 1
     for epoch in range(start, int(config["epochs"]) + 1):
@@ -47,6 +70,6 @@ def toy(config: dict) -> None:
         if config["nan_at_epoch"] is not None and epoch >= config["nan_at_epoch"]:
             loss = math.nan
         reporter.report(
-            {"epoch": epoch, "score": score, "loss": loss, "resumed_from": start - 1},
+            {"epoch": epoch, "score": score, "loss": loss, "resumed_from": start - 1, "world_size": world},
             checkpoint=lambda epoch=epoch: {"epoch": epoch},
         )
