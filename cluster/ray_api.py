@@ -138,12 +138,11 @@ class RaySession(reporter.Session):
     # its run (the same name on a retry, so Train resumes from that run's latest checkpoint).
     train: dict[str, Any] | None = None
 
-    def launch_data_parallel(self, fn: Callable[..., Any], config: dict[str, Any], data: Any, workers: int,
-                             gpu_per_worker: float | None) -> None:  # fmt: skip
+    def launch_data_parallel(self, fn: Callable[..., Any], config: dict[str, Any], data: Any, workers: int) -> None:
         if self.train is None:
             raise RuntimeError("expgrid.data_parallel: this trial was not planned as data-parallel "
                                "(its config has no `workers` > 1)")  # fmt: skip
-        run_data_parallel(fn, config, data, workers, gpu_per_worker, self.rules, self.train)
+        run_data_parallel(fn, config, data, workers, self.rules, self.train)
 
 
 _functions: dict[str, Callable[..., Any]] = {}
@@ -341,14 +340,15 @@ class TrainSession(reporter.Session):
                 return pickle.load(f)
 
 
-def run_data_parallel(fn: Callable[..., Any], config: dict[str, Any], data: Any, workers: int,
-                      gpu_per_worker: float | None, rules: Any, train: dict[str, Any]) -> None:  # fmt: skip
-    """Fit a TorchTrainer of ``workers`` processes running ``fn`` (see expgrid.data_parallel)."""
+def run_data_parallel(fn: Callable[..., Any], config: dict[str, Any], data: Any, workers: int, rules: Any,
+                      train: dict[str, Any]) -> None:  # fmt: skip
+    """Fit a TorchTrainer of ``workers`` processes running ``fn`` (see expgrid.data_parallel);
+    ``train`` holds what the driver planned: per-worker CPU / GPU, run name and storage."""
     import ray.train
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    gpu = float(train["gpu"] if gpu_per_worker is None else gpu_per_worker)
+    gpu = float(train["gpu"])
     per_worker = {"CPU": float(train["cpu"]), **({"GPU": gpu} if gpu > 0 else {})}
     data_ref = ray.put(data) if data is not None else None
 

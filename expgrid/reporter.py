@@ -137,21 +137,23 @@ def restore() -> Checkpoint | None:
     return _session().restore()
 
 
-def data_parallel(fn: Callable[..., Any], config: dict[str, Any], data: Any = None, *, workers: int = 1,
-                  gpu_per_worker: float | None = None) -> None:  # fmt: skip
-    """Run ``fn(config, data)`` (or ``fn(config)`` when ``data`` is None) on ``workers`` processes
-    with ``torch.distributed`` initialised, as one trial.
+def data_parallel(fn: Callable[..., Any], config: dict[str, Any], data: Any = None) -> None:
+    """Run ``fn(config, data)`` (or ``fn(config)`` when ``data`` is None) as one trial on
+    ``config["workers"]`` processes with ``torch.distributed`` initialised.
 
-    Inside a Ray trial the processes are Ray Train workers (gloo on CPU, nccl on GPU), each given
-    the section's per-trial resources (``gpu_per_worker`` overrides the GPU share); their reports
-    reach this trial, so early stopping, ASHA and best-config selection see them as a one-process
-    trial's. Every rank must call :func:`report` with the same metrics at the same epochs (rank
-    0's are kept). Outside Ray, or with ``workers`` 1, ``fn`` runs once in this process."""
+    Inside a Ray trial the processes are Ray Train workers (gloo on CPU, nccl on GPU), each
+    reserving the section's per-trial ``resources`` (``config["gpu_per_worker"]``, when set,
+    replaces the GPU share): expgrid reads both keys when it plans the section, so they are the
+    only place to say it. The workers' reports reach this trial, so early stopping, ASHA and
+    best-config selection see them as a one-process trial's. Every rank must call :func:`report`
+    with the same metrics at the same epochs (rank 0's are kept). Outside Ray, or with
+    ``workers`` absent or 1, ``fn`` runs once in this process."""
+    workers = config.get("workers")
     launch = getattr(_session(), "launch_data_parallel", None)
-    if launch is None or workers <= 1:
+    if launch is None or not isinstance(workers, int) or workers <= 1:
         fn(config, data) if data is not None else fn(config)
         return
-    launch(fn, config, data, workers, gpu_per_worker)
+    launch(fn, config, data, workers)
 
 
 def run_locally(fn: Callable[..., Any], config: dict[str, Any], *args: Any, session: LocalSession | None = None,

@@ -32,11 +32,7 @@ def toy_score(x: float, y: float, epoch: int) -> float:
 
 @register_trainable("toy", defaults=TOY_DEFAULTS, metrics=TOY_METRICS)
 def toy(config: dict) -> None:
-    workers = int(config.get("workers") or 1)
-    if workers > 1:
-        reporter.data_parallel(_toy, config, workers=workers)
-    else:
-        _toy(config)
+    reporter.data_parallel(_toy, config)  # on `workers` processes when > 1
 
 
 def _world_size() -> int:
