@@ -1,0 +1,164 @@
+"""torchvision ImageNet models by name, with a new head and locally stored pretrained weights.
+
+Shared by the trainables that fine-tune (or train from scratch) a standard architecture: the
+re-identification trainable uses the features (head removed), a classifier would use a new
+``Linear`` head. :func:`create_backbone` builds the torchvision model, optionally loads its
+ImageNet weights, and replaces the ImageNet classifier layer (the last ``Linear``) with either
+``nn.Identity`` (``num_classes=None``: the model returns the features that layer read) or a fresh
+``Linear(feature_dim, num_classes)``.
+
+Pretrained weights are never downloaded (trials may run where nothing can be reached). They come
+from ``weights`` (a path to a state_dict saved with ``torch.save``) or else from torchvision's
+cache, ``$TORCH_HOME/hub/checkpoints`` (default ``~/.cache/torch/hub/checkpoints``), under the file
+name torchvision itself would download to: the ``IMAGENET1K_V1`` weights of each architecture
+(``resnet50-0676ba61.pth``, ...), the classic weights re-ID codebases fine-tune from. A missing
+file is a :class:`ConfigError` naming the file expected and where.
+
+Input size: the convolutional models take any size (adaptive pooling). torchvision's ViT only takes
+the square size it was built for, a multiple of its 16-pixel patch: untrained, ``vit_b_16`` is
+built for the input's longer side (rounded up to a multiple of 16, so a 32×32 smoke image costs 4
+patches, not 196); pretrained, it keeps the 224×224 its position embeddings were trained at. In
+both cases an input of another size is resized (bilinear) inside :class:`Backbone` to the size the
+model was built for, so a config's image size never has to match the architecture.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812 - the conventional name
+from torch import nn
+from torchvision import models as tv
+
+from expgrid.errors import ConfigError
+from expgrid.registry import Registry
+
+VIT_PATCH = 16  # pixels per ViT patch side (vit_b_16)
+VIT_PRETRAINED_SIZE = 224  # the image side vit_b_16's ImageNet position embeddings were trained at
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """How to build one torchvision architecture and where its ImageNet classifier layer is."""
+
+    build: Callable[..., nn.Module]  # torchvision builder, called with weights=None (no download)
+    weights: tv.WeightsEnum  # the ImageNet weights `pretrained` loads (their file name)
+    head: str  # dotted path of the ImageNet classifier Linear inside the model
+
+
+ARCHITECTURES: Registry[Architecture] = Registry("backbone")
+ARCHITECTURES.register(
+    "mobilenet_v3_small",
+    Architecture(tv.mobilenet_v3_small, tv.MobileNet_V3_Small_Weights.IMAGENET1K_V1, "classifier.3"),
+)
+ARCHITECTURES.register("vgg16", Architecture(tv.vgg16, tv.VGG16_Weights.IMAGENET1K_V1, "classifier.6"))
+ARCHITECTURES.register("resnet18", Architecture(tv.resnet18, tv.ResNet18_Weights.IMAGENET1K_V1, "fc"))
+ARCHITECTURES.register("resnet34", Architecture(tv.resnet34, tv.ResNet34_Weights.IMAGENET1K_V1, "fc"))
+ARCHITECTURES.register("resnet50", Architecture(tv.resnet50, tv.ResNet50_Weights.IMAGENET1K_V1, "fc"))
+ARCHITECTURES.register("vit_b_16", Architecture(tv.vit_b_16, tv.ViT_B_16_Weights.IMAGENET1K_V1, "heads.head"))
+
+
+class Backbone(nn.Module):
+    """A torchvision model with its ImageNet head replaced; ``body`` is the torchvision model.
+
+    ``feature_dim``: the width of the features the old head read (the output width when the new
+    head is ``Identity``). ``input_size``: (H, W) the body needs, or None for any size; other
+    inputs are resized to it first."""
+
+    def __init__(self, body: nn.Module, feature_dim: int, input_size: tuple[int, int] | None = None):
+        super().__init__()
+        self.body = body
+        self.feature_dim = feature_dim
+        self.input_size = input_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
+            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False)
+        return self.body(x)
+
+
+def weights_file(name: str, weights: str | Path | None = None, field: str = "model.weights") -> Path:
+    """The file ``pretrained`` loads for architecture ``name``; ConfigError when it is not there.
+
+    ``weights``: an explicit path (must exist); None: torchvision's cache file for ``name``."""
+    arch = ARCHITECTURES.get(name, "model.name")
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                field, f"an existing file of {name} ImageNet weights (a torch.save'd state_dict)", str(path)
+            )
+        return path
+    file_name = Path(arch.weights.url).name
+    path = Path(torch.hub.get_dir()) / "checkpoints" / file_name
+    if not path.is_file():
+        raise ConfigError(
+            field,
+            f"pretrained {name} weights, which are never downloaded here: put torchvision's {file_name} at {path} "
+            f"(TORCH_HOME sets the cache), or give its path as {field}, or set pretrained: false",
+            show_got=False,
+        )
+    return path
+
+
+def load_imagenet_weights(
+    model: nn.Module, name: str, weights: str | Path | None = None, field: str = "model.weights"
+) -> Path:
+    """Load ``name``'s ImageNet weights (see :func:`weights_file`) into a freshly built torchvision model."""
+    path = weights_file(name, weights, field)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]  # a training checkpoint rather than a bare state_dict
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(field, f"a state_dict of torchvision's {name} ({first_line})", str(path)) from None
+    return path
+
+
+def _vit_side(input_size: Sequence[int] | None, pretrained: bool) -> int:
+    if pretrained or input_size is None:
+        return VIT_PRETRAINED_SIZE
+    side = max(int(input_size[0]), int(input_size[1]))
+    return VIT_PATCH * math.ceil(side / VIT_PATCH)
+
+
+def create_backbone(
+    name: str,
+    num_classes: int | None = None,
+    *,
+    pretrained: bool = False,
+    weights: str | Path | None = None,
+    input_size: Sequence[int] | None = None,
+) -> Backbone:
+    """Build architecture ``name`` with a new head (see the module docstring).
+
+    ``num_classes``: None replaces the ImageNet head with ``Identity`` (features of
+    ``feature_dim``), an integer with a fresh ``Linear(feature_dim, num_classes)``.
+    ``pretrained``: load ImageNet weights first (from ``weights`` or torchvision's cache; never
+    downloaded). ``input_size``: (H, W) of the images the model will see, which only ViT needs."""
+    arch = ARCHITECTURES.get(name, "model.name")
+    kwargs: dict[str, Any] = {}
+    resize_to: tuple[int, int] | None = None
+    if name.startswith("vit_"):
+        side = _vit_side(input_size, pretrained)
+        kwargs["image_size"] = side
+        resize_to = (side, side)
+    body = arch.build(weights=None, **kwargs)
+    if pretrained:
+        load_imagenet_weights(body, name, weights)
+    parent_path, _, attr = arch.head.rpartition(".")
+    parent = body.get_submodule(parent_path) if parent_path else body
+    old_head = getattr(parent, attr)
+    assert isinstance(old_head, nn.Linear), f"{name}.{arch.head} is {type(old_head).__name__}, not the ImageNet Linear"
+    feature_dim = old_head.in_features
+    new_head: nn.Module = nn.Identity() if num_classes is None else nn.Linear(feature_dim, num_classes)
+    # setattr on the parent works for Sequential children too ("classifier.6" → attribute "6").
+    setattr(parent, attr, new_head)
+    return Backbone(body, feature_dim, resize_to)

@@ -1,0 +1,139 @@
+"""Re-identification models, by name (the architecture names of the coursework's study).
+
+Every model is a torchvision backbone (``trainables.backbones``: the ImageNet classifier layer
+removed, optionally ImageNet-pretrained) followed by an identity classifier over the training
+identities. In training mode ``model(x)`` returns ``(logits, embedding)``: the logits for the
+cross-entropy loss, the embedding for the triplet loss. In eval mode it returns the embedding,
+the feature that query and gallery images are compared by.
+
+The embedding is what the backbone's old head read: the global-average-pooled last feature map
+for ResNets (512 or 2048 wide), the 1024-wide penultimate layer of MobileNetV3-small's classifier,
+VGG16's 4096-wide fc7, ViT-B/16's 768-wide class token. The ``*_fc512`` variants follow
+torchreid's ResNet-fc512: the last stage's stride is 1 (a feature map twice as large, for finer
+detail), then global average pooling and ``Linear(→512) + BatchNorm1d + ReLU`` as the embedding.
+
+A builder takes ``num_classes``, ``pretrained``, ``weights`` (see ``trainables.backbones``) and
+``input_size`` (H, W) as keyword arguments and returns a :class:`ReIDModel`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from expgrid.errors import ConfigError
+from expgrid.registry import Registry
+from trainables.backbones import Backbone, create_backbone, weights_file
+
+MODEL_DEFAULTS: dict[str, Any] = {
+    "name": "resnet50_fc512",
+    "pretrained": True,  # start from ImageNet weights (a local file; never downloaded)
+    "weights": None,  # path of those weights; None: torchvision's cache file for the architecture
+}
+EMBEDDING_DIM = 512  # width of the *_fc512 embedding
+
+MODELS: Registry[Callable[..., ReIDModel]] = Registry("model")
+
+
+class ReIDModel(nn.Module):
+    """backbone → embedding (``Identity`` or fc512) → classifier; see the module docstring."""
+
+    def __init__(
+        self, backbone: Backbone, num_classes: int, embedding: nn.Module | None = None, embedding_dim: int = 0
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.embedding = embedding if embedding is not None else nn.Identity()
+        self.embedding_dim = embedding_dim if embedding is not None else backbone.feature_dim
+        self.classifier = nn.Linear(self.embedding_dim, num_classes)
+        # torchreid's initialisation of new Linear layers, N(0, 0.01²): small logits, so the first
+        # cross-entropy is near log(num_classes) whatever the feature scale.
+        nn.init.normal_(self.classifier.weight, 0, 0.01)
+        nn.init.zeros_(self.classifier.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        v = self.embedding(self.backbone(x))
+        if not self.training:
+            return v
+        return self.classifier(v), v
+
+
+def fc512(in_features: int) -> nn.Sequential:
+    """torchreid's fc layer: Linear → BatchNorm1d → ReLU, with its initialisation (Linear weights
+    N(0, 0.01²), zero bias; BatchNorm's default weight 1, bias 0)."""
+    linear = nn.Linear(in_features, EMBEDDING_DIM)
+    nn.init.normal_(linear.weight, 0, 0.01)
+    nn.init.zeros_(linear.bias)
+    return nn.Sequential(linear, nn.BatchNorm1d(EMBEDDING_DIM), nn.ReLU(inplace=True))
+
+
+def set_last_stride_1(backbone: Backbone) -> None:
+    """Make the first block of a ResNet's layer4 keep the spatial size (stride 2 → 1).
+
+    The stride sits on ``conv1`` in a BasicBlock and on ``conv2`` in a Bottleneck (torchvision's
+    ResNet v1.5), and on the shortcut's 1×1 conv in both. Weights are unchanged, so ImageNet
+    weights still apply."""
+    block = backbone.body.layer4[0]
+    for conv in (getattr(block, "conv1", None), getattr(block, "conv2", None)):
+        if isinstance(conv, nn.Conv2d) and conv.stride == (2, 2):
+            conv.stride = (1, 1)
+    if block.downsample is not None:
+        block.downsample[0].stride = (1, 1)
+
+
+def _plain(arch: str) -> Callable[..., ReIDModel]:
+    def build(num_classes: int, pretrained: bool = False, weights: str | None = None,
+              input_size: Sequence[int] | None = None) -> ReIDModel:  # fmt: skip
+        backbone = create_backbone(arch, pretrained=pretrained, weights=weights, input_size=input_size)
+        return ReIDModel(backbone, num_classes)
+
+    build.__doc__ = f"torchvision {arch} features (head removed) → Linear(num_classes)."
+    return build
+
+
+def _fc512(arch: str) -> Callable[..., ReIDModel]:
+    def build(num_classes: int, pretrained: bool = False, weights: str | None = None,
+              input_size: Sequence[int] | None = None) -> ReIDModel:  # fmt: skip
+        backbone = create_backbone(arch, pretrained=pretrained, weights=weights, input_size=input_size)
+        set_last_stride_1(backbone)
+        return ReIDModel(backbone, num_classes, fc512(backbone.feature_dim), EMBEDDING_DIM)
+
+    build.__doc__ = f"torchvision {arch}, last stride 1, GAP → fc512 embedding → Linear(num_classes)."
+    return build
+
+
+for _arch in ("mobilenet_v3_small", "vgg16", "resnet18", "resnet34", "resnet50", "vit_b_16"):
+    MODELS.register(_arch, _plain(_arch))
+for _arch in ("resnet18", "resnet34", "resnet50"):
+    MODELS.register(f"{_arch}_fc512", _fc512(_arch))
+
+
+def architecture(name: str) -> str:
+    """The torchvision architecture under model ``name`` (whose ImageNet weights it loads)."""
+    return name.removesuffix("_fc512")
+
+
+def check_model(model_cfg: Mapping[str, Any]) -> None:
+    """Reject a ``model`` config that cannot build; reads nothing but whether a weights file exists."""
+    name = model_cfg.get("name")
+    MODELS.get(name, "model.name")
+    pretrained = model_cfg.get("pretrained", MODEL_DEFAULTS["pretrained"])
+    if not isinstance(pretrained, bool):
+        raise ConfigError("model.pretrained", "true or false", pretrained)
+    weights = model_cfg.get("weights")
+    if weights is not None and not isinstance(weights, str):
+        raise ConfigError("model.weights", "a file path (or null for torchvision's cache)", weights)
+    if pretrained:
+        weights_file(architecture(name), weights)
+
+
+def create_model(model_cfg: Mapping[str, Any], num_classes: int, input_size: Sequence[int]) -> ReIDModel:
+    """Build the model named by ``model_cfg["name"]`` for ``num_classes`` training identities."""
+    cfg = {**MODEL_DEFAULTS, **model_cfg}
+    builder = MODELS.get(cfg["name"], "model.name")
+    return builder(
+        num_classes, pretrained=bool(cfg["pretrained"]), weights=cfg["weights"], input_size=tuple(input_size)
+    )
