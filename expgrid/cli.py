@@ -1,7 +1,7 @@
-"""``expgrid`` command line: run, validate, show, list.
+"""``expgrid`` command line: run, validate, show, list, report.
 
-Exit codes: 0 done; 1 the study ran but could not finish; 2 bad study file or option (nothing
-was started).
+Exit codes: 0 done; 1 the study ran but could not finish; 2 bad study file, option or results
+directory (nothing was started).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from expgrid.errors import EXIT_FAILED, EXIT_INVALID, ConfigError, StudyFailed, StudyFileError
+from expgrid.errors import EXIT_FAILED, EXIT_INVALID, ConfigError, ResultsError, StudyFailed, StudyFileError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except StudyFileError as e:
+    except (StudyFileError, ResultsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INVALID
     except StudyFailed as e:
@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("study")
     show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     show.set_defaults(handler=_show)
+
+    report = sub.add_parser("report", help="rebuild the tables, plots and summary of a finished run (runs nothing)")
+    report.add_argument("results", type=Path, help="the results directory of `expgrid run` (e.g. results/digits-demo)")
+    report.add_argument("--format", choices=("text", "markdown"), default="text",
+                        help="how to print the summary (default: text, as `expgrid run` prints it)")  # fmt: skip
+    report.set_defaults(handler=_report)
 
     lister = sub.add_parser("list", help="list registered trainables (and their models, datasets, optimizers)")
     lister.set_defaults(handler=_list)
@@ -111,6 +117,8 @@ def _run(args: argparse.Namespace) -> int:
     outcome = run_study(study, spec, options)
     print_summary(study, outcome)
     print(f"\nResults: {outcome.results_dir}")
+    if outcome.summary is not None:
+        print(f"Report:  {outcome.results_dir / 'report' / 'report.md'} (tables, plots; `expgrid report` rebuilds it)")
     print(f"Open the MLflow UI:  {ui_command(outcome.tracking_uri)}   then browse http://127.0.0.1:5000")
     return 0
 
@@ -145,6 +153,17 @@ def _show(args: argparse.Namespace) -> int:
         print(f"  {s.id:>6}  {s.name:<28} {s.num_trials:>4} trials  sweeps {swept.lstrip(', ')}  from {src}"
               f"  [{study.scheduler_of(s).kind}, {s.select}]")  # fmt: skip
     print(f"  total: {sum(s.num_trials for s in study.sections)} trials")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from expgrid import reports
+
+    report = reports.rebuild(args.results)
+    print(report.summary.to_markdown() if args.format == "markdown" else report.summary.to_text(), end="")
+    # Where the files went: on stderr, so that stdout is the summary alone (e.g. `> summary.md`).
+    print(f"{len(report.files)} report files in {reports.study_report_dir(args.results)} and "
+          f"{args.results / 'sections'}/*/report", file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -63,3 +63,11 @@ class UnknownNameError(ConfigError):
 
 class StudyFailed(ExpgridError):
     """The study could not go on (e.g. every trial of a section failed or diverged)."""
+
+
+class ResultsError(ExpgridError):
+    """A results directory cannot be read (``expgrid report``); the message starts with it."""
+
+    def __init__(self, path: str, expected: str, got: object):
+        self.path = path
+        super().__init__(f"{path}: expected {expected}, got {got}")

@@ -70,6 +70,18 @@ def base_config(study: Study, spec: TrainableSpec, section: Section, carried: Ma
     return config
 
 
+def reference_values(
+    study: Study, spec: TrainableSpec, section: Section, carried: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The section's swept parameters as its base config sets them: the trial with these values,
+    when the grid holds one, is the reference row of the section's table. None when the base
+    config does not set every swept parameter."""
+    base = base_config(study, spec, section, carried)
+    missing = object()
+    values = {name: get_path(base, name, missing) for name in section.swept}
+    return None if any(v is missing for v in values.values()) else values
+
+
 def sweep_points(study: Study, section: Section) -> list[dict[str, Any]]:
     """The swept values of each trial, in a fixed order (grid-major, then zip rows, then draws)."""
     names = [name for name, _ in section.grid]

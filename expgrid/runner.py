@@ -14,11 +14,10 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from expgrid import planning, records, tracking
+from expgrid import planning, records, reports, tracking
 from expgrid.config import flatten
 from expgrid.errors import ConfigError, StudyFailed, StudyFileError
 from expgrid.progress import ProgressLine
@@ -55,6 +54,7 @@ class StudyOutcome:
     results_dir: Path
     tracking_uri: str
     sections: list[SectionOutcome]
+    summary: reports.StudySummary | None = None  # None when the report could not be written
 
 
 def prepare(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[Study, TrainableSpec]:
@@ -103,6 +103,7 @@ def run_study(study: Study, spec: TrainableSpec, options: RunOptions | None = No
                     f"{results}; run that section first or set `inherit` to leave it out"
                 ) from None
             plans = planning.plan_section(study, spec, section, carried)
+            reference = planning.reference_values(study, spec, section, carried)
             fingerprint = planning.fingerprint(study, section, plans)
             saved = records.read_section(results, section.id)
             if saved and saved.get("fingerprint") == fingerprint and saved.get("best") is not None:
@@ -111,7 +112,8 @@ def run_study(study: Study, spec: TrainableSpec, options: RunOptions | None = No
             elif section.id not in wanted:
                 continue
             else:
-                outcome = _run_section(study, spec, section, plans, fingerprint, results, tracker, options, data_cache)
+                outcome = _run_section(study, spec, section, plans, reference, fingerprint, results, tracker, options,
+                                       data_cache)  # fmt: skip
             outcomes.append(outcome)
             if outcome.best is None:
                 raise StudyFailed(
@@ -122,14 +124,19 @@ def run_study(study: Study, spec: TrainableSpec, options: RunOptions | None = No
             bests[section.id] = outcome.best.swept
         status = "FINISHED"
     finally:
-        records.write_json(results / "study.json", {"study": study.name, "study_file": str(study.path),
-                                                    "tracking_uri": uri, "mlflow_run_id": tracker.study_run_id()})  # fmt: skip
-        summary = summary_rows(study, outcomes)
-        tracker.end_study(status, {"summary.json": summary})
+        facts = reports.StudyFacts.from_study(study, spec)
+        # study.json also holds what `expgrid report` needs, so the report can be rebuilt from
+        # the results alone; "sections" are those this run's summary shows, in order.
+        records.write_json(results / "study.json", {**facts.to_json(), "study_file": str(study.path), "tracking_uri": uri,
+                                                    "mlflow_run_id": tracker.study_run_id(),
+                                                    "sections": [o.section.id for o in outcomes]})  # fmt: skip
+        report = _study_report(facts, outcomes, results, out)
+        artifacts: dict[str, Any] = {f"report/{p.name}": p for p in (report.files if report else [])}
+        tracker.end_study(status, {"summary.json": report.summary.to_json() if report else [], **artifacts})
         tracker.close()
         for error in tracker.errors[:5]:
             print(f"warning: MLflow: {error}", file=out)
-    return StudyOutcome(study, results, uri, outcomes)
+    return StudyOutcome(study, results, uri, outcomes, report.summary if report else None)
 
 
 def _selected_sections(study: Study, ids: tuple[str, ...] | None) -> set[str]:
@@ -234,6 +241,7 @@ def _run_section(
     spec: TrainableSpec,
     section: Section,
     plans: list[planning.TrialPlan],
+    reference: dict[str, Any] | None,
     fingerprint: str,
     results: Path,
     tracker: Tracker,
@@ -315,14 +323,16 @@ def _run_section(
             "index": best.index, "swept": best.swept, "config": best.config,
             "metrics": best.selected(study.metric, study.mode, section.select),
         },
+        **reports.section_facts(section.swept, reference, resources),  # what a rebuilt report needs
     }  # fmt: skip
     records.write_section(results, section.id, summary, trials)
+    report_files = _section_report(reports.StudyFacts.from_study(study, spec), results, section.id, options.stream)
     best_row = best.selected(study.metric, study.mode, section.select) if best else {}
     tracker.end_section(
         section.id,
         "FINISHED" if best else "FAILED",
         {f"best_{study.metric}": (best_row or {}).get(study.metric, math.nan), "seconds": seconds},
-        {"best_config.json": summary["best"] or {}},
+        {"best_config.json": summary["best"] or {}, **{f"report/{p.name}": p for p in report_files}},
         {"expgrid.best_trial": str(best.index) if best else "none"},
     )
     out = options.stream or sys.stdout
@@ -391,31 +401,35 @@ def _describe(study: Study, trial: TrialRecord | None, select: str | None = None
     return f"{_short(score)} ({swept})" if score is not None else f"({swept})"
 
 
-def summary_rows(study: Study, outcomes: list[SectionOutcome]) -> list[dict[str, Any]]:
-    """Section → best swept values and metrics: the study's summary table."""
-    rows = []
-    for outcome in outcomes:
-        best = outcome.best
-        selected = best.selected(study.metric, study.mode, outcome.section.select) if best else None
-        rows.append(
-            {
-                "section": outcome.section.id,
-                "name": outcome.section.name,
-                "swept": list(outcome.section.swept),
-                "best": best.swept if best else None,
-                study.metric: (selected or {}).get(study.metric),
-                **{m: (selected or {}).get(m) for m in study.report},
-                "trials": len(outcome.trials),
-            }
-        )
-    return rows
-
-
-def print_summary(study: Study, outcome: StudyOutcome, stream: TextIO | None = None,
-                  ui_hint: Callable[[str], str] | None = None) -> None:  # fmt: skip
+def print_summary(study: Study, outcome: StudyOutcome, stream: TextIO | None = None) -> None:
+    """The study summary, as ``expgrid report`` prints it again from the results."""
     out = stream or sys.stdout
-    print("\nBest configuration per section:", file=out)
-    for row in summary_rows(study, outcome.sections):
-        extra = "".join(f"  {m}={_short(row[m])}" for m in study.report if row.get(m) is not None)
-        best = ", ".join(f"{k}={_short(v)}" for k, v in (row["best"] or {}).items())
-        print(f"  {row['section']:>6} {row['name']:<28} {best:<40} {study.metric}={_short(row[study.metric])}{extra}", file=out)
+    if outcome.summary is not None:
+        print("\n" + outcome.summary.to_text(), end="", file=out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports: tables and plots per section, the summary and the Parquet store per study. A report
+# that cannot be written costs a warning, never the study: the results are on disk, and
+# `expgrid report RESULTS_DIR` writes it again from them.
+
+
+def _section_report(facts: reports.StudyFacts, results: Path, section_id: str, stream: TextIO | None) -> list[Path]:
+    try:
+        return reports.write_section_report(facts, reports.load_section(results, section_id), results)
+    except Exception as e:
+        print(f"warning: report of section {section_id}: {type(e).__name__}: {e}", file=stream or sys.stdout)
+        return []
+
+
+def _study_report(facts: reports.StudyFacts, outcomes: list[SectionOutcome], results: Path,
+                  stream: TextIO) -> reports.Report | None:  # fmt: skip
+    try:
+        sections = [reports.load_section(results, o.section.id) for o in outcomes]
+        for outcome, section in zip(outcomes, sections):
+            if outcome.skipped and not (reports.section_report_dir(results, section.id) / "table.md").exists():
+                reports.write_section_report(facts, section, results)  # finished before reports existed
+        return reports.write_study_report(facts, sections, results)
+    except Exception as e:
+        print(f"warning: study report: {type(e).__name__}: {e}", file=stream)
+        return None

@@ -5,11 +5,13 @@ thread here turns them into MLflow calls, merging queued per-epoch metrics into 
 ``log_batch`` calls. So the tracking server only has to be reachable from the driver, trials
 do not wait on it, and a slow server does not slow a section down.
 
-Layout in MLflow: one experiment per study (named after it); a study run; under it a run per
+Layout in MLflow: one experiment per study (named after it); a study run (artifacts
+``summary.json`` and, under ``report/``, the summary and ``trials.parquet``); under it a run per
 section (tags ``expgrid.section_id`` / ``expgrid.section_name``; params: the section's fixed
-config; metric ``best_<metric>``; artifact ``best_config.json``); under each section a run per
-trial (params: its full config, dotted; metrics per epoch with step = epoch; FAILED when the
-trial failed). Nesting uses MLflow's ``mlflow.parentRunId`` tag, which the UI shows as a tree.
+config; metric ``best_<metric>``; artifacts ``best_config.json`` and, under ``report/``, the
+section's table and plots); under each section a run per trial (params: its full config,
+dotted; metrics per epoch with step = epoch; FAILED when the trial failed). Nesting uses
+MLflow's ``mlflow.parentRunId`` tag, which the UI shows as a tree.
 """
 
 from __future__ import annotations
@@ -225,12 +227,7 @@ class Tracker:
                     self.client.log_metric(run_id, key, float(value))
             for key, value in tags.items():
                 self.client.set_tag(run_id, key, value)
-            for name, content in artifacts.items():
-                if isinstance(content, Path):
-                    self.client.log_artifact(run_id, str(content))
-                else:
-                    text = content if isinstance(content, str) else json.dumps(content, indent=2, default=str)
-                    self.client.log_text(run_id, text, name)
+            self._log_artifacts(run_id, artifacts)
             self.client.set_terminated(run_id, status)
 
         self._queue.put(end)
@@ -241,13 +238,35 @@ class Tracker:
             if "study" not in self._runs:
                 return  # the store never opened; the error is in self.errors
             run_id = self._runs["study"]
-            for name, content in (artifacts or {}).items():
-                text = content if isinstance(content, str) else json.dumps(content, indent=2, default=str)
-                self.client.log_text(run_id, text, name)
+            self._log_artifacts(run_id, artifacts or {})
             self.client.set_terminated(run_id, status)
 
         self._queue.put(end)
         self.flush()
+
+    def _log_artifacts(self, run_id: str, artifacts: Mapping[str, Any]) -> None:
+        """``artifacts``: the path in the run (``report/table.md``) → a file (Path), text, or
+        anything JSON can write. Each artifact is tried on its own: one that fails (and is
+        recorded in ``errors``) does not keep the others out of MLflow."""
+        for name, content in artifacts.items():
+            try:
+                if isinstance(content, Path):
+                    self._log_file(run_id, name, content)
+                else:
+                    text = content if isinstance(content, str) else json.dumps(content, indent=2, default=str)
+                    self.client.log_text(run_id, text, name)
+            except Exception as e:
+                self.errors.append(f"artifact {name}: {type(e).__name__}: {e}")
+
+    def _log_file(self, run_id: str, name: str, path: Path) -> None:
+        folder, _, file_name = name.rpartition("/")
+        if file_name == path.name:
+            self.client.log_artifact(run_id, str(path), folder or None)
+            return
+        with tempfile.TemporaryDirectory() as tmp:  # MLflow names an artifact after its file
+            renamed = Path(tmp) / file_name
+            shutil.copyfile(path, renamed)
+            self.client.log_artifact(run_id, str(renamed), folder or None)
 
     # --- the writer thread -----------------------------------------------------------------
 
