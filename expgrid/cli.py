@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from expgrid.config import flatten
 from expgrid.errors import EXIT_FAILED, EXIT_INVALID, ConfigError, ResultsError, StudyFailed, StudyFileError
 
 
@@ -43,18 +44,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--sections", help="comma-separated section ids to run, e.g. 3.1,3.2")
     run.add_argument("--max-concurrent", type=_positive_int, help="at most this many trials at once")
     run.add_argument("--num-cpus", type=_positive_int, help="CPUs a local Ray may use (default: all)")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a default, e.g. --set optimizer.lr=0.01 (value read as YAML); repeatable")  # fmt: skip
+    _study_options(run)
     run.set_defaults(handler=_run)
 
     validate = sub.add_parser("validate", help="check a study file without running anything")
     validate.add_argument("study")
-    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _study_options(validate)
     validate.set_defaults(handler=_validate)
 
     show = sub.add_parser("show", help="list a study's sections, trial counts and inheritance")
     show.add_argument("study")
-    show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _study_options(show)
     show.set_defaults(handler=_show)
 
     report = sub.add_parser("report", help="rebuild the tables, plots and summary of a finished run (runs nothing)")
@@ -66,6 +66,15 @@ def _parser() -> argparse.ArgumentParser:
     lister = sub.add_parser("list", help="list registered trainables (and their models, datasets, optimizers)")
     lister.set_defaults(handler=_list)
     return parser
+
+
+def _study_options(command: argparse.ArgumentParser) -> None:
+    """What changes the study being loaded: the same for run, validate and show."""
+    command.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a default, e.g. --set optimizer.lr=0.01 (value read as YAML); repeatable")
+    command.add_argument("--data-root", help="the dataset folder (sets dataset.root)")
+    command.add_argument("--smoke", action="store_true",
+                         help="a quick check of the whole study: each section's first and last trial, tiny, one epoch")  # fmt: skip
 
 
 def _positive_int(text: str) -> int:
@@ -99,7 +108,10 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
 def _load(args: argparse.Namespace):
     from expgrid.runner import prepare
 
-    return prepare(resolve_study_path(args.study), _overrides(args.overrides))
+    overrides = _overrides(args.overrides)
+    if args.data_root:
+        overrides["dataset.root"] = str(Path(args.data_root).resolve())
+    return prepare(resolve_study_path(args.study), overrides, smoke=args.smoke)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -107,7 +119,8 @@ def _run(args: argparse.Namespace) -> int:
 
     study, spec = _load(args)  # every check before Ray starts
     options = RunOptions(
-        results_dir=args.results,
+        # A smoke run keeps its results apart, so it never passes for (or skips) the real run.
+        results_dir=args.results or (Path("results") / f"{study.name}-smoke" if study.smoke else None),
         tracking_uri=args.tracking_uri,
         address=args.address,
         sections=tuple(s.strip() for s in args.sections.split(",")) if args.sections else None,
@@ -153,6 +166,12 @@ def _show(args: argparse.Namespace) -> int:
         print(f"  {s.id:>6}  {s.name:<28} {s.num_trials:>4} trials  sweeps {swept.lstrip(', ')}  from {src}"
               f"  [{study.scheduler_of(s).kind}, {s.select}]")  # fmt: skip
     print(f"  total: {sum(s.num_trials for s in study.sections)} trials")
+    if study.smoke:
+        from expgrid.planning import SMOKE_TRIALS
+
+        smoke = ", ".join(f"{k}={v}" for k, v in flatten(dict(spec.smoke or {})).items())
+        print(f"  smoke run: the first and last of each section's trials (at most {SMOKE_TRIALS}), with {smoke}"
+              " except where a section sweeps it")  # fmt: skip
     return 0
 
 

@@ -115,11 +115,19 @@ def plan_section(
 ) -> list[TrialPlan]:
     base = base_config(study, spec, section, carried)
     schema = spec.defaults or {}
+    points = sweep_points(study, section)
+    if study.smoke:
+        points = points[:1] + points[1:][-(SMOKE_TRIALS - 1):]
+        smoke = {k: v for k, v in flatten(dict(spec.smoke or {})).items() if k not in section.swept}
+        base = merge(base, nest(smoke))
     plans = []
-    for index, point in enumerate(sweep_points(study, section)):
+    for index, point in enumerate(points):
         config = merge(base, expand_names(nest(point), schema))
         plans.append(TrialPlan(index=index, swept=point, config=config))
     return plans
+
+
+SMOKE_TRIALS = 2  # trials per section in a smoke run: the first and last of its sweep
 
 
 def fingerprint(study: Study, section: Section, plans: list[TrialPlan]) -> str:

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 from expgrid import planning, records, reports, tracking
 from expgrid.config import flatten
 from expgrid.errors import ConfigError, StudyFailed, StudyFileError
+from expgrid.logfiles import SectionLog
 from expgrid.progress import ProgressLine
 from expgrid.records import FAILED, RUNNING, SCORED, TrialRecord
 from expgrid.study import Section, Study, load_study
@@ -57,13 +58,18 @@ class StudyOutcome:
     summary: reports.StudySummary | None = None  # None when the report could not be written
 
 
-def prepare(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[Study, TrainableSpec]:
-    """Load and fully check a study (no Ray). Raises StudyFileError."""
+def prepare(path: str | Path, overrides: dict[str, Any] | None = None, smoke: bool = False) -> tuple[Study, TrainableSpec]:
+    """Load and fully check a study (no Ray). Raises StudyFileError. ``smoke``: plan the tiny
+    version of every section (see ``Study.smoke``)."""
     study = load_study(path, overrides)
     try:
         spec = resolve_trainable(study.trainable)
     except ConfigError as e:
         raise StudyFileError(study.path, e) from None
+    if smoke:
+        if spec.smoke is None:
+            raise StudyFileError(study.path, ConfigError("trainable", "a trainable with smoke settings for --smoke", study.trainable))
+        study = dataclasses.replace(study, smoke=True)
     planning.check_study(study, spec)
     return study, spec
 
@@ -167,6 +173,7 @@ class _SectionEvents:
         self.study, self.section, self.trials = study, section, {t.index: t for t in trials}
         self.results, self.tracker, self.progress = results, tracker, progress
         self.retries = 0
+        self.log = SectionLog(results, study.name, section.id, section.name, study.metric, study.mode)
 
     def trial_started(self, index: int, at: float | None = None) -> None:
         trial = self.trials[index]
@@ -200,6 +207,7 @@ class _SectionEvents:
         asha = self.study.scheduler_of(self.section).kind == "asha"
         trial.status = records.ending(trial.history, error, trial.config.get("epochs"), asha)
         records.append_trial(self.results, self.section.id, trial)
+        self.log.trial_ended(trial)
         tags = {"expgrid.status": trial.status, "expgrid.retries": str(trial.retries),
                 "expgrid.last_epoch": str(trial.last_epoch)}  # fmt: skip
         if error:
@@ -310,7 +318,9 @@ def _run_section(
     for trial in trials:  # a trial Tune never reported on (e.g. it could not be scheduled)
         if trial.ended is None:
             trial.status, trial.error = FAILED, trial.error or "trial did not finish"
+            events.log.trial_ended(trial)
     best = records.best_trial(trials, study.metric, study.mode, section.select)
+    events.log.section_ended(best, study.metric)
     summary = {
         "id": section.id,
         "name": section.name,
@@ -332,7 +342,8 @@ def _run_section(
         section.id,
         "FINISHED" if best else "FAILED",
         {f"best_{study.metric}": (best_row or {}).get(study.metric, math.nan), "seconds": seconds},
-        {"best_config.json": summary["best"] or {}, **{f"report/{p.name}": p for p in report_files}},
+        {"best_config.json": summary["best"] or {}, f"logs/{events.log.path.name}": events.log.path,
+         **{f"report/{p.name}": p for p in report_files}},  # fmt: skip
         {"expgrid.best_trial": str(best.index) if best else "none"},
     )
     out = options.stream or sys.stdout

@@ -37,6 +37,8 @@ class TrainableSpec:
     load_data: Callable[[dict[str, Any]], Any] | None = None
     # Where the function comes from, so Ray workers can import it ("module:function").
     ref: str = ""
+    # Config overrides that make a trial tiny, for `expgrid run --smoke` (None: no smoke mode).
+    smoke: Mapping[str, Any] | None = None
 
     @property
     def takes_data(self) -> bool:
@@ -54,6 +56,7 @@ def register_trainable(
     check: Callable[[dict[str, Any]], None] | None = None,
     data_key: Callable[[dict[str, Any]], Hashable] | None = None,
     load_data: Callable[[dict[str, Any]], Any] | None = None,
+    smoke: Mapping[str, Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering ``fn`` under ``name`` (names are unique)."""
 
@@ -67,6 +70,7 @@ def register_trainable(
             data_key=data_key if load_data is not None else None,
             load_data=load_data,
             ref=f"{fn.__module__}:{fn.__qualname__}",
+            smoke=smoke,
         )
         TRAINABLES.register(name, spec)
         fn.__expgrid_spec__ = spec  # type: ignore[attr-defined]

@@ -110,6 +110,7 @@ REID_SMOKE: dict[str, Any] = {
     "test_batch": 32,
     "eval_freq": 1,
     "loader_workers": 0,
+    "gpu_per_worker": 0,  # smoke runs are for CPU machines too (CI)
 }
 
 
@@ -197,6 +198,7 @@ def load_data(config: Mapping[str, Any]) -> dict[str, Any]:
     check=check_config,
     data_key=dataset_key,
     load_data=load_data,
+    smoke=REID_SMOKE,
 )
 def reid(config: dict[str, Any], data: Mapping[str, Any]) -> None:
     """Train and evaluate on ``data`` (from :func:`load_data`), on ``workers`` ranks."""

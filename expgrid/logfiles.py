@@ -1,0 +1,90 @@
+"""Per-section log files, as the coursework hands them in: ``<results>/logs/log_sec{S}_q{Q}.txt``.
+
+The file name comes from the section id: the part before the first dot is the section, the rest
+the question (``3.1`` → ``log_sec3_q1.txt``, ``3.1.2`` → ``log_sec3_q1_2.txt``); an id without a
+dot has no question part (``1`` → ``log_sec1.txt``, ``lr`` → ``log_seclr.txt``); characters other
+than letters and digits become ``_``.
+
+A log holds, per trial and written as the trial ends (so a crash keeps every finished trial): its
+swept values and resolved config, one line per epoch with every reported metric, and, at each
+epoch that reports ``mAP``, a test block in torchreid's format (mAP and Rank-k as percentages).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from expgrid.records import TrialRecord
+
+_RANK = re.compile(r"rank(\d+)$")
+
+
+def log_name(section_id: str) -> str:
+    section, _, question = section_id.partition(".")
+
+    def clean(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
+
+    return f"log_sec{clean(section)}" + (f"_q{clean(question)}" if question else "") + ".txt"
+
+
+def log_path(results: Path, section_id: str) -> Path:
+    return results / "logs" / log_name(section_id)
+
+
+def _value(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def epoch_line(row: dict[str, Any], epochs: Any) -> str:
+    rest = "  ".join(f"{k} {_value(v)}" for k, v in row.items() if k != "epoch" and not k.startswith("expgrid_"))
+    return f"Epoch {row.get('epoch', '?')}/{epochs}  {rest}"
+
+
+def test_block(row: dict[str, Any]) -> list[str]:
+    """torchreid's result block for a row that reports mAP (fractions printed as percentages)."""
+    if "mAP" not in row:
+        return []
+    lines = ["** Results **", f"mAP: {100 * float(row['mAP']):.1f}%", "CMC curve"]
+    ranks = sorted((int(m.group(1)), k) for k in row if (m := _RANK.match(k)))
+    lines += [f"Rank-{r:<3}: {100 * float(row[k]):.1f}%" for r, k in ranks]
+    return lines
+
+
+class SectionLog:
+    """The log file of one section run, started afresh when the section (re)starts."""
+
+    def __init__(self, results: Path, study_name: str, section_id: str, section_name: str, metric: str, mode: str):
+        self.path = log_path(results, section_id)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(
+            f"Study {study_name} · section {section_id} {section_name} · metric {metric} ({mode})\n"
+        )
+
+    def trial_ended(self, trial: TrialRecord) -> None:
+        swept = ", ".join(f"{k}={json.dumps(v)}" for k, v in trial.swept.items())
+        seconds = f"{trial.seconds:.1f} s" if trial.seconds is not None else "time unknown"
+        lines = [
+            "",
+            f"=== Trial {trial.index} ({swept}): {trial.status} at epoch {trial.last_epoch}, {seconds}, "
+            f"{trial.retries} retries",
+            "config: " + json.dumps(trial.config, sort_keys=True, default=str),
+        ]
+        epochs = trial.config.get("epochs", "?")
+        for row in trial.history:
+            lines.append(epoch_line(row, epochs))
+            lines += test_block(row)
+        if trial.error:
+            lines.append(f"error: {trial.error}")
+        with open(self.path, "a") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def section_ended(self, best: TrialRecord | None, metric: str) -> None:
+        text = "none (every trial failed or diverged)" if best is None else (
+            f"trial {best.index} " + ", ".join(f"{k}={json.dumps(v)}" for k, v in best.swept.items())
+        )
+        with open(self.path, "a") as f:
+            f.write(f"\nBest by {metric}: {text}\n")
