@@ -25,6 +25,7 @@ from ray import tune
 
 import expgrid.reporter as reporter
 from expgrid.planning import asha_grace_period
+from expgrid.stopping import TrialRules
 from expgrid.study import Scheduler
 
 # Keys Tune adds to every result; they are not the trainable's metrics.
@@ -174,7 +175,7 @@ def _trial_entry(param: dict[str, Any], shared: dict[Any, Any] | None = None, co
         _run_pack(param["expgrid"], shared, code_path)
         return
     member = members[0]
-    session = RaySession(member["rules"])
+    session = RaySession(TrialRules.from_json(member["rules"]))
     session.train = member.get("train")
     with reporter.active(session):
         try:
@@ -253,7 +254,7 @@ def _run_pack(pack_param: dict[str, Any], shared: dict[Any, Any] | None, code_pa
         if index in pack.done:
             continue
         resume = saved["state"] if saved["current"] == index else None
-        session = _PackedSession(member["rules"], index, pack, resume)
+        session = _PackedSession(TrialRules.from_json(member["rules"]), index, pack, resume)
         pack.event("start", index)
         error, failures = None, 0
         while True:
@@ -270,7 +271,7 @@ def _run_pack(pack_param: dict[str, Any], shared: dict[Any, Any] | None, code_pa
                 break
             failures += 1
             pack.event("retry", index, error=error)
-            session = _PackedSession(member["rules"], index, pack, session.last_state)
+            session = _PackedSession(session.rules, index, pack, session.last_state)
         pack.done.append(index)
         pack.event("end", index, error=error)
     pack.send()
@@ -400,7 +401,7 @@ class TrialEvents(Protocol):
 class TuneSection:
     name: str  # experiment folder name under storage_path
     storage_path: str  # absolute path or URI
-    trials: list[dict[str, Any]]  # one dict per trial: index, config, ref, data, rules (TrialRules)
+    trials: list[dict[str, Any]]  # one dict per trial: index, config, ref, data, rules (TrialRules.to_json())
     resources: dict[str, float]  # per trial: cpu, gpu
     shared: dict[Any, Any] = dataclasses.field(default_factory=dict)  # data key → data
     max_concurrent: int | None = None
@@ -412,9 +413,10 @@ class TuneSection:
     mode: str = "max"
     keep_best_by: str | None = None  # keep the checkpoint with the best value of this metric too
     pack: int = 1  # trials per Tune trial (see "Packs" above); 1 for ASHA and best-epoch sections
+    resume: bool = False  # restore the experiment at storage_path/name (unfinished and errored trials go on)
 
     def tune_trials(self) -> list[dict[str, Any]]:
-        interval = min((t["rules"].report_interval for t in self.trials), default=1.0)
+        interval = min((t["rules"]["report_interval"] for t in self.trials), default=1.0)
         size = max(1, self.pack)
         return [
             {"members": self.trials[i : i + size], "max_failures": self.max_failures, "report_interval": interval}
@@ -436,7 +438,8 @@ class _EventBridge(tune.Callback):
         return {}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.events = None  # type: ignore[assignment]
+        # Unpickled when Tune restores an experiment: report to the section now being resumed.
+        self.events = _restoring_events  # type: ignore[assignment]
         self.ended, self.running = set(), {}
 
     @staticmethod
@@ -534,6 +537,14 @@ def _trial_dirname(trial: Any) -> str:
     return f"trial_{first:04d}" if len(members) == 1 else f"pack_{first:04d}-{last:04d}"
 
 
+_restoring_events: TrialEvents | None = None
+
+
+def can_resume(storage_path: str, name: str) -> bool:
+    """Whether an interrupted section's Tune experiment can be continued."""
+    return tune.Tuner.can_restore(str(Path(storage_path) / name))
+
+
 def run_section(section: TuneSection, events: TrialEvents) -> float:
     """Run every trial of one section as one Tune experiment; return its wall time (s)."""
     for trial in section.trials:
@@ -557,6 +568,19 @@ def run_section(section: TuneSection, events: TrialEvents) -> float:
 
     trainable = tune.with_parameters(_trial_entry, shared=section.shared, code_path=section.code_path)
     trainable = tune.with_resources(trainable, resources)
+    if section.resume:
+        # Tune restores the run config it saved, callbacks included; the event bridge in it
+        # attaches itself to this section's events as it is unpickled.
+        global _restoring_events
+        _restoring_events = events
+        try:
+            start = time.perf_counter()
+            tuner = tune.Tuner.restore(str(Path(section.storage_path) / section.name), trainable,
+                                       resume_unfinished=True, resume_errored=True)  # fmt: skip
+            tuner.fit()
+            return time.perf_counter() - start
+        finally:
+            _restoring_events = None
     tuner = tune.Tuner(
         trainable,
         param_space={"expgrid": tune.grid_search(section.tune_trials())},

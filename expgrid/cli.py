@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--sections", help="comma-separated section ids to run, e.g. 3.1,3.2")
     run.add_argument("--max-concurrent", type=_positive_int, help="at most this many trials at once")
     run.add_argument("--num-cpus", type=_positive_int, help="CPUs a local Ray may use (default: all)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue a section interrupted by a crash or kill of this command (its finished trials "
+                          "are kept, running ones go on from their checkpoints); without it such a section reruns")  # fmt: skip
     _study_options(run)
     run.set_defaults(handler=_run)
 
@@ -74,7 +77,7 @@ def _study_options(command: argparse.ArgumentParser) -> None:
                          help="override a default, e.g. --set optimizer.lr=0.01 (value read as YAML); repeatable")
     command.add_argument("--data-root", help="the dataset folder (sets dataset.root)")
     command.add_argument("--smoke", action="store_true",
-                         help="a quick check of the whole study: each section's first and last trial, tiny, one epoch")  # fmt: skip
+                         help="a quick check of the whole study: each section's first two trials, tiny, one epoch")  # fmt: skip
 
 
 def _positive_int(text: str) -> int:
@@ -125,6 +128,7 @@ def _run(args: argparse.Namespace) -> int:
         address=args.address,
         sections=tuple(s.strip() for s in args.sections.split(",")) if args.sections else None,
         max_concurrent=args.max_concurrent,
+        resume=args.resume,
         num_cpus=args.num_cpus,
     )
     outcome = run_study(study, spec, options)
@@ -170,7 +174,7 @@ def _show(args: argparse.Namespace) -> int:
         from expgrid.planning import SMOKE_TRIALS
 
         smoke = ", ".join(f"{k}={v}" for k, v in flatten(dict(spec.smoke or {})).items())
-        print(f"  smoke run: the first and last of each section's trials (at most {SMOKE_TRIALS}), with {smoke}"
+        print(f"  smoke run: the first {SMOKE_TRIALS} trials of each section, with {smoke}"
               " except where a section sweeps it")  # fmt: skip
     return 0
 

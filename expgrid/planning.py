@@ -117,7 +117,7 @@ def plan_section(
     schema = spec.defaults or {}
     points = sweep_points(study, section)
     if study.smoke:
-        points = points[:1] + points[1:][-(SMOKE_TRIALS - 1):]
+        points = points[:SMOKE_TRIALS]
         smoke = {k: v for k, v in flatten(dict(spec.smoke or {})).items() if k not in section.swept}
         base = merge(base, nest(smoke))
     plans = []
@@ -127,7 +127,7 @@ def plan_section(
     return plans
 
 
-SMOKE_TRIALS = 2  # trials per section in a smoke run: the first and last of its sweep
+SMOKE_TRIALS = 2  # trials per section in a smoke run: the first ones of its sweep
 
 
 def fingerprint(study: Study, section: Section, plans: list[TrialPlan]) -> str:

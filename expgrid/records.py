@@ -49,6 +49,14 @@ class TrialRecord:
     def seconds(self) -> float | None:
         return None if self.started is None or self.ended is None else self.ended - self.started
 
+    def add_row(self, row: dict[str, Any]) -> None:
+        """Append an epoch's report. A retry resumed from a checkpoint older than the last report
+        repeats epochs: the rerun's rows replace those reported before the failure."""
+        epoch = row.get("epoch")
+        if self.history and isinstance(epoch, int) and epoch <= int(self.history[-1].get("epoch", 0)):
+            self.history[:] = [r for r in self.history if int(r.get("epoch", 0)) < epoch]
+        self.history.append(row)
+
     def selected(self, metric: str, mode: str, select: str) -> dict[str, Any] | None:
         """The epoch that represents this trial: its last, or its best by ``metric``."""
         rows = [r for r in self.history if is_finite_number(r.get(metric))]
@@ -107,6 +115,54 @@ def append_trial(results: Path, section_id: str, trial: TrialRecord) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         f.write(json.dumps(trial.to_json(), default=str) + "\n")
+
+
+class RowLog:
+    """``<section>/rows.jsonl``: every epoch row as the driver receives it, so a section resumed
+    after the driver was killed still has the histories of the trials that were running."""
+
+    def __init__(self, results: Path, section_id: str):
+        path = section_dir(results, section_id) / "rows.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "a")
+
+    def append(self, index: int, row: dict[str, Any]) -> None:
+        self._file.write(json.dumps({"trial": index, "row": row}, default=str) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_progress(results: Path, section_id: str, trials: list[TrialRecord]) -> set[int]:
+    """Fill ``trials`` from an interrupted attempt: ended trials from trials.jsonl, the others'
+    histories from rows.jsonl. Returns the indices of the trials that had ended."""
+    folder = section_dir(results, section_id)
+    by_index = {t.index: t for t in trials}
+    ended: set[int] = set()
+    for line in _lines(folder / "trials.jsonl"):
+        record = TrialRecord.from_json(line)
+        if record.index in by_index:
+            by_index[record.index].__dict__.update(record.__dict__)
+            ended.add(record.index)
+    for line in _lines(folder / "rows.jsonl"):
+        if line["trial"] in by_index and line["trial"] not in ended:
+            by_index[line["trial"]].add_row(line["row"])
+    return ended
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    try:
+        text = path.read_text()
+    except OSError:
+        return []
+    out = []
+    for line in text.splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass  # the last line of a file being written when the driver was killed
+    return out
 
 
 def write_json(path: Path, data: Any) -> None:

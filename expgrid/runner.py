@@ -23,7 +23,7 @@ from expgrid.errors import ConfigError, StudyFailed, StudyFileError
 from expgrid.logfiles import SectionLog
 from expgrid.progress import ProgressLine
 from expgrid.records import FAILED, RUNNING, SCORED, TrialRecord
-from expgrid.study import Section, Study, load_study
+from expgrid.study import Resources, Section, Study, load_study
 from expgrid.tracking import Tracker, default_tracking_uri
 from trainables.registry import TrainableSpec, resolve_trainable
 
@@ -35,6 +35,7 @@ class RunOptions:
     address: str | None = None  # a running Ray cluster; None starts a local one
     sections: tuple[str, ...] | None = None  # only these section ids
     max_concurrent: int | None = None
+    resume: bool = False  # continue an interrupted section's Tune experiment (else rerun it)
     num_cpus: int | None = None  # for a local Ray only
     num_gpus: int | None = None
     stream: TextIO | None = None  # where progress and summaries go (stdout)
@@ -69,7 +70,9 @@ def prepare(path: str | Path, overrides: dict[str, Any] | None = None, smoke: bo
     if smoke:
         if spec.smoke is None:
             raise StudyFileError(study.path, ConfigError("trainable", "a trainable with smoke settings for --smoke", study.trainable))
-        study = dataclasses.replace(study, smoke=True)
+        # One CPU per process, no GPU: a smoke run checks the study on any machine (CI included).
+        sections = tuple(dataclasses.replace(sec, resources=None) for sec in study.sections)
+        study = dataclasses.replace(study, smoke=True, resources=Resources(cpu=1.0, gpu=0.0), sections=sections)
     planning.check_study(study, spec)
     return study, spec
 
@@ -174,8 +177,14 @@ class _SectionEvents:
         self.results, self.tracker, self.progress = results, tracker, progress
         self.retries = 0
         self.log = SectionLog(results, study.name, section.id, section.name, study.metric, study.mode)
+        self.rows = records.RowLog(results, section.id)
+        # Trials that ended before the driver was killed (a resumed section): Tune may run one
+        # again if its end had not reached Tune's own saved state; the record already has it.
+        self.ended_before: set[int] = set()
 
     def trial_started(self, index: int, at: float | None = None) -> None:
+        if index in self.ended_before:
+            return
         trial = self.trials[index]
         if trial.started is None:
             trial.started = at or time.time()
@@ -185,22 +194,23 @@ class _SectionEvents:
         self._redraw(False)
 
     def trial_result(self, index: int, metrics: dict[str, Any]) -> None:
-        history = self.trials[index].history
-        epoch = metrics.get("epoch")
-        if history and isinstance(epoch, int) and epoch <= int(history[-1].get("epoch", 0)):
-            # A retry resumed from a checkpoint older than its last report: the rerun epochs
-            # replace the ones reported before the failure.
-            history[:] = [row for row in history if int(row.get("epoch", 0)) < epoch]
-        history.append(metrics)
+        if index in self.ended_before:
+            return
+        self.trials[index].add_row(metrics)
+        self.rows.append(index, metrics)
         self.tracker.log_epoch(self.section.id, index, metrics)
         self._redraw(False)
 
     def trial_retried(self, index: int, error: str) -> None:
+        if index in self.ended_before:
+            return
         self.trials[index].retries += 1
         self.retries += 1
         self._redraw(False)
 
     def trial_finished(self, index: int, error: str | None, at: float | None = None) -> None:
+        if index in self.ended_before:
+            return
         trial = self.trials[index]
         trial.ended = at or time.time()
         trial.error = error
@@ -271,16 +281,22 @@ def _run_section(
     _check_fits(section, resources, ray_api.node_resources(), available, workers)
 
     folder = records.section_dir(results, section.id)
-    if folder.exists():  # an unfinished earlier attempt: its trials are rerun from the start
-        for stale in ("trials.jsonl", "trials.json", "section.json"):
+    tune_name, storage = f"section-{section.id}", str(results / "tune")
+    resume = options.resume and folder.exists() and ray_api.can_resume(storage, tune_name)
+    if folder.exists() and not resume:  # an unfinished earlier attempt: its trials rerun from the start
+        for stale in ("trials.jsonl", "trials.json", "section.json", "rows.jsonl"):
             (folder / stale).unlink(missing_ok=True)
     trials = [TrialRecord(index=p.index, swept=p.swept, config=p.config) for p in plans]
+    ended_before = records.read_progress(results, section.id, trials) if resume else set()
+    if resume:
+        print(f"  {section.id} {section.name}: resuming ({len(ended_before)} of {len(trials)} trials had ended)",
+              file=options.stream or sys.stdout)  # fmt: skip
     fixed = {k: v for k, v in flatten(plans[0].config).items() if k not in section.swept}
     tracker.start_section(section.id, section.name, fixed)
     max_t = max(int(p.config.get("epochs") or 1) for p in plans)
     trial_params = [
         {"index": p.index, "config": p.config, "ref": spec.ref, "data": data_ids.get(p.index),
-         "rules": planning.trial_rules(study, section, p.config, max_t)}
+         "rules": planning.trial_rules(study, section, p.config, max_t).to_json()}
         for p in plans
     ]  # fmt: skip
     max_concurrent = options.max_concurrent or section.max_concurrent or study.max_concurrent
@@ -295,10 +311,11 @@ def _run_section(
     pack = packing.trials_per_pack(len(plans), packing.concurrent_slots(resources, available, max_concurrent), packable)
     progress = ProgressLine(f"{section.id} {section.name}", len(plans), study.metric, options.stream)
     events = _SectionEvents(study, section, trials, results, tracker, progress)
+    events.ended_before = ended_before
     seconds = ray_api.run_section(
         ray_api.TuneSection(
-            name=f"section-{section.id}",
-            storage_path=str(results / "tune"),
+            name=tune_name,
+            storage_path=storage,
             trials=trial_params,
             resources=resources,
             shared=shared,
@@ -311,10 +328,12 @@ def _run_section(
             mode=study.mode,
             keep_best_by=study.metric if section.select == "best_epoch" else None,
             pack=pack,
+            resume=resume,
         ),
         events,
     )
     progress.close()
+    events.rows.close()
     for trial in trials:  # a trial Tune never reported on (e.g. it could not be scheduled)
         if trial.ended is None:
             trial.status, trial.error = FAILED, trial.error or "trial did not finish"

@@ -41,6 +41,15 @@ class TrialRules:
     report_interval: float = 1.0
     flush_epochs: frozenset[int] = frozenset()
 
+    # Trial configs travel as plain data: Tune saves them as JSON in its experiment state, and a
+    # restored experiment (``--resume``) gets back what JSON kept.
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "flush_epochs": sorted(self.flush_epochs)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrialRules:
+        return cls(**{**data, "flush_epochs": frozenset(data.get("flush_epochs", ()))})
+
 
 class Watcher:
     def __init__(self, rules: TrialRules):

@@ -149,8 +149,9 @@ class Study:
     max_failures: int = 1
     checkpoint_every: int | None = None
     path: str = "<study>"
-    # `expgrid run --smoke`, not a study-file key: each section runs its first and last trial,
-    # with the trainable's smoke overrides (tiny inputs, one epoch) on all but the swept values.
+    # `expgrid run --smoke`, not a study-file key: each section runs its first two trials,
+    # with the trainable's smoke overrides (tiny inputs, one epoch) on all but the swept values,
+    # at one CPU and no GPU per process.
     smoke: bool = False
 
     # A section's own setting, else the study's.
