@@ -34,11 +34,12 @@ _TUNE_KEYS = frozenset(
         "training_iteration", "time_total_s", "time_this_iter_s", "time_since_restore", "timestamp",
         "date", "pid", "hostname", "node_ip", "config", "done", "trial_id", "experiment_tag",
         "iterations_since_restore", "timesteps_since_restore", "timesteps_total", "episodes_total",
-        "checkpoint_dir_name", "should_checkpoint", "experiment_id",
+        "checkpoint_dir_name", "should_checkpoint", "experiment_id", "checkpoint_path",
     }
 )  # fmt: skip
 _CHECKPOINT_FILE = "expgrid_state.pkl"
 ROWS_KEY = "expgrid_rows"  # a result carries every epoch row since the trial's previous result
+NODE_KEY = "expgrid_node"  # the Ray node a trial (or pack) reported from
 RESTART_KEY = "expgrid_restarted"  # on the first row after Train restarted a trial's workers
 
 # Keep Tune quiet: expgrid prints its own progress line. Set before Tune reads them.
@@ -116,6 +117,10 @@ def _report(metrics: dict[str, Any], state: Any | None = None) -> None:
         shutil.rmtree(tmp, ignore_errors=True)  # Tune has copied it to the trial's storage
 
 
+def _node_id() -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
 def _load_checkpoint() -> Any | None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
@@ -130,7 +135,7 @@ class RaySession(reporter.Session):
 
     def _deliver(self, rows: list[dict[str, Any]], state: dict[str, Any] | None) -> None:
         # Tune (and ASHA) see the newest row; the driver unpacks every row from ROWS_KEY.
-        _report({**rows[-1], ROWS_KEY: rows}, state)
+        _report({**rows[-1], ROWS_KEY: rows, NODE_KEY: _node_id()}, state)
 
     def _load(self) -> dict[str, Any] | None:
         return _load_checkpoint()
@@ -221,7 +226,7 @@ class _Pack:
             return
         rows, self.rows = self.rows, []
         self.last_send = time.monotonic()
-        _report({ROWS_KEY: rows}, checkpoint)
+        _report({ROWS_KEY: rows, NODE_KEY: _node_id()}, checkpoint)
 
 
 class _PackedSession(reporter.Session):
@@ -394,6 +399,8 @@ class TrialEvents(Protocol):
 
     def trial_retried(self, index: int, error: str) -> None: ...
 
+    def trial_placed(self, index: int | None, node_id: str) -> None: ...
+
     def trial_finished(self, index: int, error: str | None, at: float | None = None) -> None: ...
 
 
@@ -457,6 +464,9 @@ class _EventBridge(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         index = self._single(trial)
+        node = result.get(NODE_KEY)
+        if index is not None and node is not None:
+            self.events.trial_placed(index, node)
         if index is not None:
             rows = result.get(ROWS_KEY) or [{k: v for k, v in result.items() if k not in _TUNE_KEYS}]
             for row in rows:
@@ -465,9 +475,9 @@ class _EventBridge(tune.Callback):
                 self.events.trial_result(index, row)
             return
         for row in result.get(ROWS_KEY) or []:
-            self._packed_row(trial.trial_id, row)
+            self._packed_row(trial.trial_id, row, node)
 
-    def _packed_row(self, tune_id: str, row: dict[str, Any]) -> None:
+    def _packed_row(self, tune_id: str, row: dict[str, Any], node: str | None) -> None:
         index = int(row.pop(TRIAL_KEY))
         if index in self.ended:
             return  # a restarted pack repeating a trial the driver already has
@@ -475,6 +485,8 @@ class _EventBridge(tune.Callback):
         if kind == "start":
             self.running[tune_id] = index
             self.events.trial_started(index, at=row["time"])
+            if node is not None:
+                self.events.trial_placed(index, node)
         elif kind == "retry":
             self.events.trial_retried(index, row["error"])
         elif kind == "end":

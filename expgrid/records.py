@@ -40,6 +40,7 @@ class TrialRecord:
     retries: int = 0
     started: float | None = None  # unix seconds
     ended: float | None = None
+    nodes: list[str] = dataclasses.field(default_factory=list)  # Ray nodes it ran on, in order
 
     @property
     def last_epoch(self) -> int:

@@ -201,6 +201,13 @@ class _SectionEvents:
         self.tracker.log_epoch(self.section.id, index, metrics)
         self._redraw(False)
 
+    def trial_placed(self, index: int | None, node_id: str) -> None:
+        if index is None or index in self.ended_before:
+            return
+        nodes = self.trials[index].nodes
+        if not nodes or nodes[-1] != node_id:
+            nodes.append(node_id)
+
     def trial_retried(self, index: int, error: str) -> None:
         if index in self.ended_before:
             return
