@@ -552,9 +552,14 @@ def _trial_dirname(trial: Any) -> str:
 _restoring_events: TrialEvents | None = None
 
 
+def _experiment_path(storage_path: str, name: str) -> str:
+    # Not Path(): a storage URI (s3://bucket/x, gs://…) must keep its double slash.
+    return f"{storage_path.rstrip('/')}/{name}"
+
+
 def can_resume(storage_path: str, name: str) -> bool:
     """Whether an interrupted section's Tune experiment can be continued."""
-    return tune.Tuner.can_restore(str(Path(storage_path) / name))
+    return tune.Tuner.can_restore(_experiment_path(storage_path, name))
 
 
 def run_section(section: TuneSection, events: TrialEvents) -> float:
@@ -587,7 +592,7 @@ def run_section(section: TuneSection, events: TrialEvents) -> float:
         _restoring_events = events
         try:
             start = time.perf_counter()
-            tuner = tune.Tuner.restore(str(Path(section.storage_path) / section.name), trainable,
+            tuner = tune.Tuner.restore(_experiment_path(section.storage_path, section.name), trainable,
                                        resume_unfinished=True, resume_errored=True)  # fmt: skip
             tuner.fit()
             return time.perf_counter() - start

@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--sections", help="comma-separated section ids to run, e.g. 3.1,3.2")
     run.add_argument("--max-concurrent", type=_positive_int, help="at most this many trials at once")
     run.add_argument("--num-cpus", type=_positive_int, help="CPUs a local Ray may use (default: all)")
+    run.add_argument("--storage", help="where trial checkpoints live: a directory every node reaches, or a URI such as "
+                     "s3://bucket/path (default: <results>/tune, enough on one machine)")  # fmt: skip
     run.add_argument("--resume", action="store_true",
                      help="continue a section interrupted by a crash or kill of this command (its finished trials "
                           "are kept, running ones go on from their checkpoints); without it such a section reruns")  # fmt: skip
@@ -129,6 +131,7 @@ def _run(args: argparse.Namespace) -> int:
         sections=tuple(s.strip() for s in args.sections.split(",")) if args.sections else None,
         max_concurrent=args.max_concurrent,
         resume=args.resume,
+        storage=args.storage if args.storage is None or "://" in args.storage else str(Path(args.storage).resolve()),
         num_cpus=args.num_cpus,
     )
     outcome = run_study(study, spec, options)

@@ -36,6 +36,9 @@ class RunOptions:
     sections: tuple[str, ...] | None = None  # only these section ids
     max_concurrent: int | None = None
     resume: bool = False  # continue an interrupted section's Tune experiment (else rerun it)
+    # Where Tune and Train keep trial checkpoints: a directory every node can reach (shared
+    # filesystem) or an object-store URI (s3://…, gs://…); default <results>/tune (one node).
+    storage: str | None = None
     num_cpus: int | None = None  # for a local Ray only
     num_gpus: int | None = None
     stream: TextIO | None = None  # where progress and summaries go (stdout)
@@ -288,7 +291,7 @@ def _run_section(
     _check_fits(section, resources, ray_api.node_resources(), available, workers)
 
     folder = records.section_dir(results, section.id)
-    tune_name, storage = f"section-{section.id}", str(results / "tune")
+    tune_name, storage = f"section-{section.id}", options.storage or str(results / "tune")
     resume = options.resume and folder.exists() and ray_api.can_resume(storage, tune_name)
     if folder.exists() and not resume:  # an unfinished earlier attempt: its trials rerun from the start
         for stale in ("trials.jsonl", "trials.json", "section.json", "rows.jsonl"):

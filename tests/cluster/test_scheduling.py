@@ -189,3 +189,11 @@ def test_a_packed_trial_that_keeps_failing_is_recorded_and_its_pack_goes_on(ray_
     assert [row["epoch"] for row in trials[1].history] == [1]
     assert trials[0].status == trials[2].status == "completed"  # its pack-mate ran on
     assert sum(t.status == "completed" for t in trials) == 15
+
+
+def test_checkpoints_go_to_the_storage_path_given(ray_session, write_study, tmp_path):
+    outcome = _run(write_study, tmp_path, HEAD + "study: store\nsections:\n  - {id: a, grid: {x: [1]}}\n",
+                   storage=str(tmp_path / "shared"))  # fmt: skip
+    assert outcome.sections[0].trials[0].status == "completed"
+    assert (tmp_path / "shared" / "section-a" / "trial_0000").is_dir()
+    assert not (tmp_path / "r" / "tune").exists()
