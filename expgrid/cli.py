@@ -68,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="how to print the summary (default: text, as `expgrid run` prints it)")  # fmt: skip
     report.set_defaults(handler=_report)
 
+    sync = sub.add_parser("sync", help="upload to MLflow the runs a results directory holds and the store lacks "
+                          "(e.g. after the tracking server was down during a run)")  # fmt: skip
+    sync.add_argument("results", type=Path, help="the results directory of `expgrid run`")
+    sync.add_argument("--tracking-uri", help="the MLflow store to fill (default: the one the run used)")
+    sync.set_defaults(handler=_sync)
+
     lister = sub.add_parser("list", help="list registered trainables (and their models, datasets, optimizers)")
     lister.set_defaults(handler=_list)
     return parser
@@ -190,6 +196,14 @@ def _report(args: argparse.Namespace) -> int:
     # Where the files went: on stderr, so that stdout is the summary alone (e.g. `> summary.md`).
     print(f"{len(report.files)} report files in {reports.study_report_dir(args.results)} and "
           f"{args.results / 'sections'}/*/report", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from expgrid.mlflow_sync import sync
+
+    created = sync(args.results.resolve(), args.tracking_uri)
+    print(f"created {created['study']} study, {created['section']} section and {created['trial']} trial runs")
     return 0
 
 

@@ -35,13 +35,19 @@ SCRIPT = textwrap.dedent('''
                 break
             time.sleep(0.1)
         # Tune's trial actors (class ImplicitFunc, the wrapped trainable)
-        actors = list_actors(filters=[("state", "=", "ALIVE")])
+        actors = list_actors(address=cluster.address, filters=[("state", "=", "ALIVE")])  # this cluster, not another
         busy = {a.node_id for a in actors if a.class_name in ("ImplicitFunc", "_trial_entry")}
         victim = next(n for n in nodes if n.node_id in busy)
         killed["node"] = victim.node_id
         cluster.remove_node(victim, allow_graceful=False)
 
-    watcher = threading.Thread(target=kill_a_node_mid_trial, daemon=True)
+    def watch():
+        try:
+            kill_a_node_mid_trial()
+        except Exception as e:  # shown in the test's failure message
+            print(f"watcher failed: {type(e).__name__}: {e}", file=sys.stderr)
+
+    watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     outcome = run_study(study, spec, RunOptions(results_dir=results, stream=io.StringIO()))
     watcher.join(timeout=5)

@@ -55,6 +55,10 @@ def test_a_killed_driver_resumes_and_ends_as_an_uninterrupted_run(ray_session, t
     while third_trial_epoch() < 3:
         assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()[0]
         time.sleep(0.1)
+    # Mid-epoch, not just as a checkpoint arrives: Tune deletes the checkpoint before last as it
+    # registers a new one and saves its own state a moment later; a kill in between leaves a
+    # state pointing at a deleted checkpoint (a Ray limitation, see the README).
+    time.sleep(0.2)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     assert not (killed / "sections" / "b" / "section.json").exists()
