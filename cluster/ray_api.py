@@ -98,8 +98,8 @@ def shutdown() -> None:
 # Inside a trial
 
 
-def _save_checkpoint(state: Any) -> Any:
-    """Hand ``state`` (picklable) to Tune as a checkpoint of the current trial, with a report."""
+def _save_checkpoint(state: Any) -> str:
+    """Write ``state`` (picklable) into a new temporary directory, a checkpoint's contents."""
     tmp = tempfile.mkdtemp(prefix="expgrid-ckpt-")
     with open(Path(tmp) / _CHECKPOINT_FILE, "wb") as f:
         pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)

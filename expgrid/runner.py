@@ -322,6 +322,9 @@ def _run_section(
     progress = ProgressLine(f"{section.id} {section.name}", len(plans), study.metric, options.stream)
     events = _SectionEvents(study, section, trials, results, tracker, progress)
     events.ended_before = ended_before
+    for trial in trials:  # the log starts afresh: it gets the trials that ended before a resume too
+        if trial.index in ended_before:
+            events.log.trial_ended(trial)
     seconds = ray_api.run_section(
         ray_api.TuneSection(
             name=tune_name,

@@ -17,7 +17,13 @@ SCRIPT = textwrap.dedent('''
     from ray.cluster_utils import Cluster
     from ray.util.state import list_actors
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    import socket
+    with socket.socket() as s:  # the test session's Ray holds the default dashboard port
+        s.bind(("127.0.0.1", 0))
+        dashboard_port = s.getsockname()[1]
+    # The dashboard serves the State API the watcher below uses.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "dashboard_port": dashboard_port,
+                                                            "include_dashboard": True, "dashboard_host": "127.0.0.1"})
     nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
     ray.init(address=cluster.address, log_to_driver=False)
     from expgrid.runner import RunOptions, prepare, run_study
@@ -77,7 +83,7 @@ def test_a_killed_worker_node_costs_no_finished_work(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     trials = out["trials"]
-    assert out["killed"] in out["nodes"]
+    assert out["killed"] in out["nodes"], proc.stderr[-3000:]
     # Spread: trials ran on both worker nodes.
     assert {node for t in trials for node in t["nodes"]} == set(out["nodes"])
     # The section completed, every trial with all its epochs.

@@ -76,6 +76,8 @@ def test_a_killed_driver_resumes_and_ends_as_an_uninterrupted_run(ray_session, t
     # the two that had ended were not run again.
     assert trials[2]["history"][-1]["resumed_from"] >= 2
     assert [t["history"][-1]["resumed_from"] for t in trials[:2]] == [0, 0]
+    log = (killed / "logs" / "log_secb.txt").read_text()
+    assert [log.count(f"=== Trial {i} ") for i in range(5)] == [1] * 5  # those ended before the kill too
 
     baseline = _run([str(study), "--results", str(whole)], address)
     out = baseline.communicate(timeout=600)[0]
