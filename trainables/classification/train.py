@@ -50,6 +50,7 @@ from torch import nn
 import expgrid.reporter as reporter
 from expgrid.config import merge
 from expgrid.errors import ConfigError
+from trainables.checks import require_int, require_mappings
 from trainables.classification.data import DATASET_DEFAULTS, check_dataset, load_dataset
 from trainables.classification.models import MODEL_DEFAULTS, check_model, create_model, fast_forward, first_linear
 from trainables.classification.optim import OPTIMIZER_DEFAULTS, check_optimizer, create_optimizer, flat_parameters
@@ -82,27 +83,19 @@ def _full(config: Mapping[str, Any]) -> dict[str, Any]:
     return merge(CLASSIFY_DEFAULTS, config)
 
 
-def _positive_int(config: Mapping[str, Any], key: str, minimum: int) -> None:
-    value = config[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(key, f"an integer >= {minimum}", value)
-
-
 def check_config(config: Mapping[str, Any]) -> None:
     """Raise ConfigError (dotted field path) for a config ``classify`` cannot run.
 
     Runs on the driver for every trial config before Ray starts, so it reads no data: names,
     option names and value ranges, and (for files) only whether they exist."""
     cfg = _full(config)
-    for key in ("dataset", "model", "optimizer"):
-        if not isinstance(cfg[key], Mapping):
-            raise ConfigError(key, "a mapping (or a name)", cfg[key])
+    require_mappings(cfg, ("dataset", "model", "optimizer"))
     check_model(cfg["model"])
     check_optimizer(cfg["optimizer"])
     check_dataset(cfg["dataset"])
-    _positive_int(cfg, "batch_size", 1)
-    _positive_int(cfg, "epochs", 1)
-    _positive_int(cfg, "threads", 1)
+    require_int(cfg, "batch_size", 1)
+    require_int(cfg, "epochs", 1)
+    require_int(cfg, "threads", 1)
     if isinstance(cfg["seed"], bool) or not isinstance(cfg["seed"], int):
         raise ConfigError("seed", "an integer", cfg["seed"])
 

@@ -61,6 +61,7 @@ from torch.utils.data import DataLoader
 import expgrid.reporter as reporter
 from expgrid.config import merge
 from expgrid.errors import ConfigError
+from trainables.checks import require_int, require_mappings
 from trainables.registry import register_trainable
 from trainables.reid.data import DATASET_DEFAULTS, ImageSet, check_dataset, load_index
 from trainables.reid.losses import LOSS_DEFAULTS, batch_hard_triplet, cross_entropy
@@ -119,13 +120,6 @@ def _full(config: Mapping[str, Any]) -> dict[str, Any]:
     return merge(REID_DEFAULTS, config)
 
 
-def _integer(cfg: Mapping[str, Any], key: str, minimum: int) -> int:
-    value = cfg[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(key, f"an integer >= {minimum}", value)
-    return value
-
-
 def _check_loss(cfg: Mapping[str, Any]) -> None:
     cfg = {**LOSS_DEFAULTS, **cfg}
     for key in ("xent_weight", "htri_weight", "margin"):
@@ -145,9 +139,7 @@ def check_config(config: Mapping[str, Any]) -> None:
     Runs on the driver for every trial config before Ray starts: names (with the valid ones and
     close matches), value ranges, and whether the dataset folders and weights files exist."""
     cfg = _full(config)
-    for key in ("dataset", "model", "optimizer", "lr_schedule", "loss", "sampler"):
-        if not isinstance(cfg[key], Mapping):
-            raise ConfigError(key, "a mapping (or a name)", cfg[key])
+    require_mappings(cfg, ("dataset", "model", "optimizer", "lr_schedule", "loss", "sampler"))
     check_model(cfg["model"])
     check_optimizer(cfg["optimizer"])
     check_schedule(cfg["lr_schedule"])
@@ -162,7 +154,7 @@ def check_config(config: Mapping[str, Any]) -> None:
         ("threads", 0),
         ("workers", 1),
     ):
-        _integer(cfg, key, minimum)
+        require_int(cfg, key, minimum)
     if isinstance(cfg["seed"], bool) or not isinstance(cfg["seed"], int):
         raise ConfigError("seed", "an integer", cfg["seed"])
     gpus = cfg["gpu_per_worker"]
@@ -170,7 +162,7 @@ def check_config(config: Mapping[str, Any]) -> None:
         raise ConfigError("gpu_per_worker", "a number of GPUs >= 0", gpus)
     # Each rank's share of a batch must be whole, hold 2+ images (BatchNorm in training mode),
     # and for the identity sampler whole K-image groups.
-    workers, batch = cfg["workers"], _integer(cfg, "train_batch", 2)
+    workers, batch = cfg["workers"], require_int(cfg, "train_batch", 2)
     group = cfg["sampler"].get("instances", SAMPLER_DEFAULTS["instances"])
     if isinstance(group, bool) or not isinstance(group, int) or group < 1:
         raise ConfigError("sampler.instances", "an integer >= 1 (images per identity in a batch)", group)

@@ -1,0 +1,23 @@
+"""Value checks shared by the built-in trainables' ``check_config`` (run before Ray starts)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from expgrid.errors import ConfigError
+
+
+def require_int(config: Mapping[str, Any], key: str, minimum: int) -> int:
+    """``config[key]``, which must be an integer (not a bool) of at least ``minimum``."""
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(key, f"an integer >= {minimum}", value)
+    return value
+
+
+def require_mappings(config: Mapping[str, Any], keys: Iterable[str]) -> None:
+    """Each of ``keys`` holds a mapping (a bare name was already expanded to ``{name: ...}``)."""
+    for key in keys:
+        if not isinstance(config[key], Mapping):
+            raise ConfigError(key, "a mapping (or a name)", config[key])
