@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import textwrap
+import time
 
 from mlflow.tracking import MlflowClient
 
@@ -43,3 +44,13 @@ def test_a_section_of_two_worker_trials_under_asha_completes_and_releases_worker
                              "tags.`expgrid.trial_index` = '0'")[0]  # fmt: skip
     assert [m.step for m in client.get_metric_history(run.info.run_id, "score")] == [1, 2, 3, 4]
     assert run.data.tags["expgrid.retries"] == "1"
+
+    # Every Train run gave its workers' reservations back, the two cut by ASHA included (Ray
+    # Train removes a dead controller's placement group from a watcher actor, within seconds).
+    from ray.util.state import list_placement_groups
+
+    address = ray_session.get_runtime_context().gcs_address
+    deadline = time.monotonic() + 120
+    while kept := [pg for pg in list_placement_groups(address=address) if pg.state != "REMOVED"]:
+        assert time.monotonic() < deadline, f"placement groups still held: {kept}"
+        time.sleep(0.5)
