@@ -57,8 +57,9 @@ SCRIPT = textwrap.dedent('''
     watcher.start()
     outcome = run_study(study, spec, RunOptions(results_dir=results, stream=io.StringIO()))
     watcher.join(timeout=5)
-    print(json.dumps({"killed": killed.get("node"), "nodes": [n.node_id for n in nodes],
-                      "trials": [t.to_json() for t in outcome.sections[0].trials]}))
+    # A file, not stdout: the dying raylets print their own log lines to stdout.
+    Path(sys.argv[3]).write_text(json.dumps({"killed": killed.get("node"), "nodes": [n.node_id for n in nodes],
+                                             "trials": [t.to_json() for t in outcome.sections[0].trials]}))
     ray.shutdown()
     cluster.shutdown()
 ''')
@@ -78,10 +79,11 @@ STUDY = textwrap.dedent("""
 def test_a_killed_worker_node_costs_no_finished_work(tmp_path):
     study = tmp_path / "study.yaml"
     study.write_text(STUDY)
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(study), str(tmp_path / "r")],
+    outcome = tmp_path / "outcome.json"
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(study), str(tmp_path / "r"), str(outcome)],
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = json.loads(outcome.read_text())
     trials = out["trials"]
     assert out["killed"] in out["nodes"], proc.stderr[-3000:]
     # Spread: trials ran on both worker nodes.

@@ -114,12 +114,14 @@ def test_a_section_larger_than_the_cluster_is_refused_with_the_numbers(ray_sessi
 
 PACKING_SCRIPT = """
 import io, json, sys
+from pathlib import Path
 import ray
 ray.init(num_cpus=4, num_gpus=1, log_to_driver=False)
 from expgrid.runner import RunOptions, prepare, run_study
 study, spec = prepare(sys.argv[1])
 outcome = run_study(study, spec, RunOptions(results_dir=sys.argv[2], stream=io.StringIO()))
-print(json.dumps([[t.started, t.ended] for t in outcome.sections[0].trials]))
+# A file, not stdout: Ray's own processes may print to stdout too.
+Path(sys.argv[3]).write_text(json.dumps([[t.started, t.ended] for t in outcome.sections[0].trials]))
 """
 
 
@@ -132,12 +134,13 @@ def test_quarter_gpu_trials_run_four_at_a_time(write_study, tmp_path):
         sections:
           - {id: p, grid: {x: [0, 1, 2, 3, 4, 5, 6, 7]}}
     """))
-    proc = subprocess.run([sys.executable, "-c", PACKING_SCRIPT, str(path), str(tmp_path / "r")],
+    spans_file = tmp_path / "spans.json"
+    proc = subprocess.run([sys.executable, "-c", PACKING_SCRIPT, str(path), str(tmp_path / "r"), str(spans_file)],
                           capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     import json
 
-    spans = json.loads(proc.stdout.strip().splitlines()[-1])
+    spans = json.loads(spans_file.read_text())
     events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
     running = peak = 0
     for _, step in events:
