@@ -25,7 +25,7 @@ from ray import tune
 
 import expgrid.reporter as reporter
 from expgrid.planning import asha_grace_period
-from expgrid.stopping import TrialRules
+from expgrid.stopping import ARTIFACTS_KEY, TrialRules
 from expgrid.study import Scheduler
 
 # Keys Tune adds to every result; they are not the trainable's metrics.
@@ -117,6 +117,12 @@ def _report(metrics: dict[str, Any], state: Any | None = None) -> None:
         shutil.rmtree(tmp, ignore_errors=True)  # Tune has copied it to the trial's storage
 
 
+def _newest(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The newest row as Tune's result: its metrics without the artifact files (which only the
+    driver reads, from the rows)."""
+    return {k: v for k, v in rows[-1].items() if k != ARTIFACTS_KEY}
+
+
 def _node_id() -> str:
     return ray.get_runtime_context().get_node_id()
 
@@ -135,7 +141,7 @@ class RaySession(reporter.Session):
 
     def _deliver(self, rows: list[dict[str, Any]], state: dict[str, Any] | None) -> None:
         # Tune (and ASHA) see the newest row; the driver unpacks every row from ROWS_KEY.
-        _report({**rows[-1], ROWS_KEY: rows, NODE_KEY: _node_id()}, state)
+        _report({**_newest(rows), ROWS_KEY: rows, NODE_KEY: _node_id()}, state)
 
     def _load(self) -> dict[str, Any] | None:
         return _load_checkpoint()
@@ -324,7 +330,7 @@ class TrainSession(reporter.Session):
         if self.restarted:
             rows[0] = {**rows[0], RESTART_KEY: True}
             self.restarted = False
-        metrics = {**rows[-1], ROWS_KEY: rows}
+        metrics = {**_newest(rows), ROWS_KEY: rows}
         if state is None or self.rank != 0:  # rank 0's model is every rank's (DDP keeps them equal)
             ray.train.report(metrics)
             return

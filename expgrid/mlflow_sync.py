@@ -68,7 +68,7 @@ def sync(results: Path, tracking_uri: str | None = None) -> dict[str, int]:
         have = {r.data.tags.get("expgrid.trial_index") for r in find(f"tags.`{PARENT_TAG}` = '{section_run}'")}
         for trial in records.read_trials(results, section_id):
             if str(trial.index) not in have:
-                _trial_run(client, experiment_id, section_run, section_id, trial)
+                _trial_run(client, experiment_id, section_run, section_id, trial, results)
                 created["trial"] += 1
     return created
 
@@ -99,7 +99,8 @@ def _section_run(client: Any, experiment_id: str, study_run: str, results: Path,
     return run
 
 
-def _trial_run(client: Any, experiment_id: str, section_run: str, section_id: str, trial: TrialRecord) -> None:
+def _trial_run(client: Any, experiment_id: str, section_run: str, section_id: str, trial: TrialRecord,
+               results: Path) -> None:  # fmt: skip
     from mlflow.entities import Metric, Param, RunTag
 
     swept = " ".join(f"{k}={v}" for k, v in trial.swept.items())
@@ -119,4 +120,8 @@ def _trial_run(client: Any, experiment_id: str, section_run: str, section_id: st
         tags.append(RunTag("expgrid.error", trial.error[:5000]))
     for start in range(0, max(1, len(metrics)), 1000):
         client.log_batch(run, metrics=metrics[start : start + 1000], tags=tags if start == 0 else [])
+    folder = records.trial_dir(results, section_id, trial.index)
+    for name in trial.artifacts:
+        if (folder / name).is_file():
+            client.log_artifact(run, str(folder / name), str(Path(name).parent) if "/" in name else None)
     client.set_terminated(run, _STATUS.get(trial.status, "FAILED"))

@@ -249,6 +249,7 @@ def trial_rules(study: Study, section: Section, config: Mapping[str, Any], max_t
         min_delta=stopping.min_delta if stopping else 0.0,
         checkpoint_every=study.checkpoint_every_of(section) or checkpoint_every(config),
         flush_epochs=asha_rungs(study.scheduler_of(section), max_t),
+        last_epoch=epochs if isinstance(epochs := config.get("epochs"), int) and not isinstance(epochs, bool) else None,
     )
 
 

@@ -41,6 +41,7 @@ class TrialRecord:
     started: float | None = None  # unix seconds
     ended: float | None = None
     nodes: list[str] = dataclasses.field(default_factory=list)  # Ray nodes it ran on, in order
+    artifacts: list[str] = dataclasses.field(default_factory=list)  # files in trial_dir(), by name
 
     @property
     def last_epoch(self) -> int:
@@ -109,6 +110,28 @@ def best_trial(trials: list[TrialRecord], metric: str, mode: str, select: str) -
 
 def section_dir(results: Path, section_id: str) -> Path:
     return results / "sections" / section_id
+
+
+def trial_dir(results: Path, section_id: str, index: int) -> Path:
+    """Where a trial's artifact files are kept (see ``expgrid.reporter``)."""
+    return section_dir(results, section_id) / "trials" / str(index)
+
+
+def write_artifacts(results: Path, section_id: str, trial: TrialRecord, files: dict[str, Any]) -> dict[str, Path]:
+    """Write a trial's artifact files (text, bytes, or JSON) and list them on its record."""
+    folder = trial_dir(results, section_id, trial.index)
+    written = {}
+    for name, content in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content if isinstance(content, str) else json.dumps(content, indent=1, default=str))
+        written[name] = path
+        if name not in trial.artifacts:
+            trial.artifacts.append(name)
+    return written
 
 
 def append_trial(results: Path, section_id: str, trial: TrialRecord) -> None:

@@ -19,6 +19,14 @@ is due (every ``checkpoint_every`` epochs, and at a new best epoch when the sect
 epochs), so trainables pay for serialisation only then. ``report`` raises :class:`StopTrial`
 when the trial must end (a NaN/infinite loss, or patience ran out); trainables need not catch it.
 
+``artifacts`` are files the trial leaves beside its metrics (a confusion matrix, per-layer
+gradient norms): a mapping of file name (``"confusion_matrix.csv"``, may contain ``/``) to its
+content (``str``, ``bytes``, or anything JSON can write), or a zero-argument callable returning
+one. A callable is only called when the files are due: the trial's planned last epoch, a report
+that stops the trial, and ASHA's rung epochs (where the trial may be cut). They travel with that
+report's row; the driver writes them to ``<results>/sections/<id>/trials/<index>/`` and to the
+trial's MLflow run, a later report's file replacing an earlier one of the same name.
+
 Outside a Ray trial the calls go to an in-process session, so a trainable can be called
 directly from a test or a notebook: ``expgrid.reporter.run_locally(train, config)``.
 """
@@ -27,12 +35,14 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import PurePosixPath
 from typing import Any
 
-from expgrid.stopping import STOP_KEY, TrialRules, Watcher
+from expgrid.stopping import ARTIFACTS_KEY, STOP_KEY, TrialRules, Watcher
 
 Checkpoint = Any  # a picklable object, e.g. a dict of state_dicts
+Artifacts = Mapping[str, Any]  # file name → str, bytes or JSON-able content
 
 
 class StopTrial(Exception):  # noqa: N818 - it is a signal, not an error
@@ -49,7 +59,12 @@ class Session:
         self._rows: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
 
-    def report(self, metrics: dict[str, Any], checkpoint: Checkpoint | Callable[[], Checkpoint] | None) -> None:
+    def report(
+        self,
+        metrics: dict[str, Any],
+        checkpoint: Checkpoint | Callable[[], Checkpoint] | None,
+        artifacts: Artifacts | Callable[[], Artifacts] | None = None,
+    ) -> None:
         stop, best_now = self.watcher.observe(metrics)
         epoch = int(metrics.get("epoch", 0))
         due = epoch % max(1, self.rules.checkpoint_every) == 0 or (best_now and self.rules.keep_best_checkpoint)
@@ -57,9 +72,18 @@ class Session:
         if checkpoint is not None and due and stop is None:
             user = checkpoint() if callable(checkpoint) else checkpoint
             state = {"user": user, "watcher": self.watcher.state()}
-        self._rows.append({**metrics, STOP_KEY: stop} if stop else dict(metrics))
+        row = {**metrics, STOP_KEY: stop} if stop else dict(metrics)
+        files = None
+        if artifacts is not None and (
+            not callable(artifacts) or stop or epoch == self.rules.last_epoch or epoch in self.rules.flush_epochs
+        ):
+            files = checked_artifacts(artifacts() if callable(artifacts) else artifacts)
+            if files:
+                row[ARTIFACTS_KEY] = files
+        self._rows.append(row)
         now = time.monotonic()
-        if state is not None or stop or epoch in self.rules.flush_epochs or now - self._last_flush >= self.rules.report_interval:
+        if (state is not None or stop or files or epoch in self.rules.flush_epochs
+                or now - self._last_flush >= self.rules.report_interval):  # fmt: skip
             self.flush(state)
         if stop:
             raise StopTrial(stop)
@@ -87,6 +111,22 @@ class Session:
         raise NotImplementedError
 
 
+def checked_artifacts(files: Any) -> dict[str, Any]:
+    """``files`` as a plain dict, after checking each name is a relative path inside the trial's
+    folder (no ``..``, not absolute) and each content is text, bytes or JSON-able data."""
+    if not isinstance(files, Mapping):
+        raise TypeError(f"artifacts must be a mapping of file name to content, got {type(files).__name__}")
+    out = {}
+    for name, content in files.items():
+        path = PurePosixPath(str(name))
+        if not str(name) or path.is_absolute() or ".." in path.parts or "\\" in str(name):
+            raise ValueError(f"artifact name {name!r}: a relative file name such as 'confusion_matrix.csv'")
+        if not isinstance(content, (str, bytes, dict, list, tuple, int, float)):
+            raise TypeError(f"artifact {name!r}: str, bytes or JSON-able content, got {type(content).__name__}")
+        out[str(path)] = content
+    return out
+
+
 class LocalSession(Session):
     """Collects reports in memory; used outside Ray (tests, notebooks, dry runs)."""
 
@@ -95,9 +135,12 @@ class LocalSession(Session):
         super().__init__(rules)
         self.history: list[dict[str, Any]] = []
         self.checkpoints: list[Checkpoint] = []  # what the trainable handed over, in order
+        self.artifacts: dict[str, Any] = {}  # file name → content, the latest of each name
         self._restore = None if checkpoint is None else {"user": checkpoint, "watcher": None}
 
     def _deliver(self, rows: list[dict[str, Any]], state: dict[str, Any] | None) -> None:
+        for row in rows:
+            self.artifacts.update(row.pop(ARTIFACTS_KEY, None) or {})
         self.history.extend(rows)
         if state is not None:
             self.checkpoints.append(state["user"])
@@ -127,9 +170,15 @@ def _session() -> Session:
     return _current
 
 
-def report(metrics: dict[str, Any], checkpoint: Checkpoint | Callable[[], Checkpoint] | None = None) -> None:
-    """Report one epoch's metrics (with an ``epoch`` key) and, when due, a checkpoint."""
-    _session().report(metrics, checkpoint)
+def report(
+    metrics: dict[str, Any],
+    checkpoint: Checkpoint | Callable[[], Checkpoint] | None = None,
+    *,
+    artifacts: Artifacts | Callable[[], Artifacts] | None = None,
+) -> None:
+    """Report one epoch's metrics (with an ``epoch`` key) and, when due, a checkpoint and the
+    trial's artifact files (see the module docstring)."""
+    _session().report(metrics, checkpoint, artifacts)
 
 
 def restore() -> Checkpoint | None:

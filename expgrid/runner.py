@@ -23,6 +23,7 @@ from expgrid.errors import ConfigError, StudyFailed, StudyFileError
 from expgrid.logfiles import SectionLog
 from expgrid.progress import ProgressLine
 from expgrid.records import FAILED, RUNNING, SCORED, TrialRecord
+from expgrid.stopping import ARTIFACTS_KEY
 from expgrid.study import Resources, Section, Study, load_study
 from expgrid.tracking import Tracker, default_tracking_uri
 from trainables.registry import TrainableSpec, resolve_trainable
@@ -199,6 +200,10 @@ class _SectionEvents:
     def trial_result(self, index: int, metrics: dict[str, Any]) -> None:
         if index in self.ended_before:
             return
+        files = metrics.pop(ARTIFACTS_KEY, None)
+        if files:
+            written = records.write_artifacts(self.results, self.section.id, self.trials[index], files)
+            self.tracker.log_trial_artifacts(self.section.id, index, written)
         self.trials[index].add_row(metrics)
         self.rows.append(index, metrics)
         self.tracker.log_epoch(self.section.id, index, metrics)

@@ -21,6 +21,7 @@ FAILED = "failed"
 SCORED = (COMPLETED, EARLY_STOPPED, ASHA_STOPPED)  # endings whose metrics compete for "best"
 
 STOP_KEY = "expgrid_stop"  # added to the last report of a trial that stopped itself
+ARTIFACTS_KEY = "expgrid_artifacts"  # a report's files (name → content), see reporter.report
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +41,9 @@ class TrialRules:
     # stop, or the trial's end. Per-epoch round trips would otherwise dominate small trials.
     report_interval: float = 1.0
     flush_epochs: frozenset[int] = frozenset()
+    # The trial's planned last epoch (config `epochs`), when known: its report carries the
+    # trainable's artifacts.
+    last_epoch: int | None = None
 
     # Trial configs travel as plain data: Tune saves them as JSON in its experiment state, and a
     # restored experiment (``--resume``) gets back what JSON kept.

@@ -202,6 +202,10 @@ class Tracker:
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if is_number(v) and k != "epoch"]
         self._queue.put(lambda: self._pending_metrics.setdefault(self._runs[(section_id, index)], []).extend(batch))
 
+    def log_trial_artifacts(self, section_id: str, index: int, files: Mapping[str, Path]) -> None:
+        """Upload a trial's artifact files (already written under the results directory)."""
+        self._queue.put(lambda: self._log_artifacts(self._runs[(section_id, index)], dict(files)))
+
     def end_trial(self, section_id: str, index: int, status: str, tags: Mapping[str, str]) -> None:
         def end() -> None:
             from mlflow.entities import RunTag

@@ -22,6 +22,7 @@ TOY_DEFAULTS = {
     "nan_at_epoch": None,  # report a NaN loss from this epoch on
     "rise_after": None,  # from this epoch on the loss rises (for patience stopping)
     "workers": 1,  # > 1: run as a data-parallel trial of this many processes (torch.distributed)
+    "artifacts": False,  # leave files: summary.json (x, y, epoch) and curve.csv (score per epoch)
 }
 TOY_METRICS = ("epoch", "score", "loss", "world_size")
 
@@ -52,6 +53,7 @@ def _toy(config: dict) -> None:
     world = _world_size() if int(config.get("workers") or 1) > 1 else 1
     state = reporter.restore()
     start = state["epoch"] + 1 if state else 1
+    scores: list[float] = []
     for epoch in range(start, int(config["epochs"]) + 1):
         if config["sleep"]:
             time.sleep(float(config["sleep"]))
@@ -65,7 +67,17 @@ def _toy(config: dict) -> None:
             )
         if config["nan_at_epoch"] is not None and epoch >= config["nan_at_epoch"]:
             loss = math.nan
+        scores.append(score)
+        files = None
+        if config.get("artifacts"):
+            files = lambda epoch=epoch: _files(config, epoch, start, scores)  # noqa: E731 - called only when due
         reporter.report(
             {"epoch": epoch, "score": score, "loss": loss, "resumed_from": start - 1, "world_size": world},
             checkpoint=lambda epoch=epoch: {"epoch": epoch},
+            artifacts=files,
         )
+
+
+def _files(config: dict, epoch: int, start: int, scores: list[float]) -> dict:
+    curve = "epoch,score\n" + "".join(f"{start + i},{s}\n" for i, s in enumerate(scores))
+    return {"summary.json": {"x": config["x"], "y": config["y"], "epoch": epoch}, "curves/score.csv": curve}
