@@ -185,6 +185,7 @@ class _SectionEvents:
         # Trials that ended before the driver was killed (a resumed section): Tune may run one
         # again if its end had not reached Tune's own saved state; the record already has it.
         self.ended_before: set[int] = set()
+        self._best_text = ""  # the progress line's best trial, recomputed as trials end
 
     def trial_started(self, index: int, at: float | None = None) -> None:
         if index in self.ended_before:
@@ -242,18 +243,17 @@ class _SectionEvents:
 
     def _redraw(self, trial_ended: bool) -> None:
         trials = list(self.trials.values())
-        best = records.best_trial(
-            [t for t in trials if t.status in SCORED], self.study.metric, self.study.mode, self.section.select
-        )
-        best_text = ""
-        if best is not None:
-            best_text = _describe(self.study, best, self.section.select)
+        if trial_ended:  # the best can only change when a trial ends (running trials do not compete)
+            best = records.best_trial(
+                [t for t in trials if t.status in SCORED], self.study.metric, self.study.mode, self.section.select
+            )
+            self._best_text = "" if best is None else _describe(self.study, best, self.section.select)
         self.progress.update(
             done=sum(t.ended is not None for t in trials),
             running=sum(t.status == RUNNING for t in trials),
             failed=sum(t.status in (FAILED, records.DIVERGED) for t in trials),
             retries=self.retries,
-            best=best_text,
+            best=self._best_text,
             trial_ended=trial_ended,
         )
 
