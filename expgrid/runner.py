@@ -92,6 +92,7 @@ def run_study(study: Study, spec: TrainableSpec, options: RunOptions | None = No
 
     tracking.preflight(uri)  # an unreachable server stops the study here, before anything runs
     tracker = Tracker(uri, study.name, artifact_root=results / "mlartifacts")  # opens in the background
+    reports.preload_in_background()
     tracker.start_study(
         study.name,
         {"study_file": study.path, "trainable": study.trainable, "metric": study.metric, "mode": study.mode,

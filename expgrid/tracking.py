@@ -234,8 +234,8 @@ class Tracker:
             self._log_artifacts(run_id, artifacts)
             self.client.set_terminated(run_id, status)
 
+        # No wait here: the next section starts while the writes drain (end_study waits).
         self._queue.put(end)
-        self.flush()
 
     def end_study(self, status: str, artifacts: Mapping[str, Any] | None = None) -> None:
         def end() -> None:

@@ -25,6 +25,23 @@ from expgrid import records
 from expgrid.reports.results import SectionResults, StudyFacts, load_results, load_section, section_facts
 from expgrid.reports.summary import StudySummary, study_summary
 
+
+def preload_in_background() -> None:
+    """Import the plotting and Parquet libraries (about a second and a half) on a daemon thread,
+    so the first section's report does not pay for it: the driver mostly waits on Ray meanwhile."""
+    import threading
+
+    def load() -> None:
+        try:
+            import matplotlib.backends.backend_agg  # noqa: F401
+            import matplotlib.figure  # noqa: F401
+            import pandas  # noqa: F401
+            import pyarrow.parquet  # noqa: F401
+        except ImportError:  # the report says so itself, when it runs
+            pass
+
+    threading.Thread(target=load, name="expgrid-report-imports", daemon=True).start()
+
 __all__ = [
     "Report",
     "SectionResults",
