@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
 from torch import nn
-from torchvision import models as tv
 
 from expgrid.errors import ConfigError
 from expgrid.registry import Registry
@@ -44,23 +43,37 @@ VIT_PRETRAINED_SIZE = 224  # the image side vit_b_16's ImageNet position embeddi
 
 @dataclasses.dataclass(frozen=True)
 class Architecture:
-    """How to build one torchvision architecture and where its ImageNet classifier layer is."""
+    """How to build one torchvision architecture and where its ImageNet classifier layer is.
 
-    build: Callable[..., nn.Module]  # torchvision builder, called with weights=None (no download)
-    weights: tv.WeightsEnum  # the ImageNet weights `pretrained` loads (their file name)
+    Names, not objects: importing torchvision costs about two seconds per fresh process (it
+    pulls in ``torch._dynamo``), which every trial of a small-MLP section would pay for nothing;
+    torchvision is imported when a model is built or its weights are looked up."""
+
+    builder: str  # torchvision.models function, called with weights=None (no download)
+    weights: str  # the ImageNet weights `pretrained` loads (their file name), e.g. "ResNet18_Weights.IMAGENET1K_V1"
     head: str  # dotted path of the ImageNet classifier Linear inside the model
+
+    def build(self, **kwargs: Any) -> nn.Module:
+        from torchvision import models as tv
+
+        return getattr(tv, self.builder)(weights=None, **kwargs)
+
+    def weights_file_name(self) -> str:
+        from torchvision import models as tv
+
+        enum_name, _, member = self.weights.partition(".")
+        return Path(getattr(getattr(tv, enum_name), member).url).name
 
 
 ARCHITECTURES: Registry[Architecture] = Registry("backbone")
 ARCHITECTURES.register(
-    "mobilenet_v3_small",
-    Architecture(tv.mobilenet_v3_small, tv.MobileNet_V3_Small_Weights.IMAGENET1K_V1, "classifier.3"),
+    "mobilenet_v3_small", Architecture("mobilenet_v3_small", "MobileNet_V3_Small_Weights.IMAGENET1K_V1", "classifier.3")
 )
-ARCHITECTURES.register("vgg16", Architecture(tv.vgg16, tv.VGG16_Weights.IMAGENET1K_V1, "classifier.6"))
-ARCHITECTURES.register("resnet18", Architecture(tv.resnet18, tv.ResNet18_Weights.IMAGENET1K_V1, "fc"))
-ARCHITECTURES.register("resnet34", Architecture(tv.resnet34, tv.ResNet34_Weights.IMAGENET1K_V1, "fc"))
-ARCHITECTURES.register("resnet50", Architecture(tv.resnet50, tv.ResNet50_Weights.IMAGENET1K_V1, "fc"))
-ARCHITECTURES.register("vit_b_16", Architecture(tv.vit_b_16, tv.ViT_B_16_Weights.IMAGENET1K_V1, "heads.head"))
+ARCHITECTURES.register("vgg16", Architecture("vgg16", "VGG16_Weights.IMAGENET1K_V1", "classifier.6"))
+ARCHITECTURES.register("resnet18", Architecture("resnet18", "ResNet18_Weights.IMAGENET1K_V1", "fc"))
+ARCHITECTURES.register("resnet34", Architecture("resnet34", "ResNet34_Weights.IMAGENET1K_V1", "fc"))
+ARCHITECTURES.register("resnet50", Architecture("resnet50", "ResNet50_Weights.IMAGENET1K_V1", "fc"))
+ARCHITECTURES.register("vit_b_16", Architecture("vit_b_16", "ViT_B_16_Weights.IMAGENET1K_V1", "heads.head"))
 
 
 class Backbone(nn.Module):
@@ -82,7 +95,9 @@ class Backbone(nn.Module):
         return self.body(x)
 
 
-def weights_file(name: str, weights: str | Path | None = None, field: str = "model.weights") -> Path:
+def weights_file(
+    name: str, weights: str | Path | None = None, field: str = "model.weights", untrained: str = "set pretrained: false"
+) -> Path:
     """The file ``pretrained`` loads for architecture ``name``; ConfigError when it is not there.
 
     ``weights``: an explicit path (must exist); None: torchvision's cache file for ``name``."""
@@ -94,13 +109,13 @@ def weights_file(name: str, weights: str | Path | None = None, field: str = "mod
                 field, f"an existing file of {name} ImageNet weights (a torch.save'd state_dict)", str(path)
             )
         return path
-    file_name = Path(arch.weights.url).name
+    file_name = arch.weights_file_name()
     path = Path(torch.hub.get_dir()) / "checkpoints" / file_name
     if not path.is_file():
         raise ConfigError(
             field,
             f"pretrained {name} weights, which are never downloaded here: put torchvision's {file_name} at {path} "
-            f"(TORCH_HOME sets the cache), or give its path as {field}, or set pretrained: false",
+            f"(TORCH_HOME sets the cache), or give its path as {field}, or {untrained}",
             show_got=False,
         )
     return path
@@ -150,7 +165,7 @@ def create_backbone(
         side = _vit_side(input_size, pretrained)
         kwargs["image_size"] = side
         resize_to = (side, side)
-    body = arch.build(weights=None, **kwargs)
+    body = arch.build(**kwargs)
     if pretrained:
         load_imagenet_weights(body, name, weights)
     parent_path, _, attr = arch.head.rpartition(".")
