@@ -1,11 +1,21 @@
-"""Image-classification datasets, loaded whole into memory as NumPy arrays.
+"""Image-classification datasets: small ones held whole in memory, large ones as lists of files.
 
-Like airbench, the ``classify`` trainable holds the entire (small) dataset as tensors and slices
-batches out of it, so there is no ``DataLoader`` and no per-sample Python. A loader here takes the
-``dataset`` config mapping and returns::
+Like airbench, the ``classify`` trainable holds a small dataset whole as tensors and slices batches
+out of it, so there is no ``DataLoader`` and no per-sample Python. A loader here takes the
+``dataset`` config mapping and returns one of two kinds of data (``batches.make_splits`` turns
+either into batch sources):
+
+* arrays (``digits``, ``fashion_mnist``, ``cifar10``, ``synthetic``)::
 
     {"x_train": float32 (N, C, H, W) in [0, 1], "y_train": int64 (N,),
-     "x_val": ..., "y_val": ..., "x_test": ..., "y_test": ..., "num_classes": int}
+     "x_val": ..., "y_val": ..., "x_test": ..., "y_test": ..., "num_classes": int,
+     "classes": list[str] (cifar10 only: the class names, for reports)}
+
+* files (``image_folder``): only the list of image files, decoded in each trial by DataLoader
+  workers, since a dataset like Tiny-ImageNet (100,000 images) is too large to share decoded::
+
+    {"paths_train": list[str] (absolute), "y_train": int64 (N,), "paths_val": ..., "y_val": ...,
+     "num_classes": int, "classes": list[str], "image_size": int (pixels), "loader_workers": int}
 
 NumPy (not torch) because expgrid loads the data once on the driver and puts it in Ray's object
 store, where NumPy arrays are shared zero-copy (and arrive read-only) in every trial.
@@ -13,10 +23,17 @@ store, where NumPy arrays are shared zero-copy (and arrive read-only) in every t
 Splits are reproducible: the pool is shuffled with ``dataset.seed`` (independent of the training
 seed, so changing the training seed does not change which samples are validated on), the first
 ``train_size`` samples train, the next ``val_size`` validate, the rest test.
+
+Some options decide the data of one dataset only (``OWN_KEYS``: ``image_size``, ``train_dir``,
+``val_dir`` of ``image_folder``; ``shape``, ``num_classes`` of ``synthetic``); on any other
+dataset they must keep their defaults, so a value that would be silently ignored is rejected
+instead. ``loader_workers`` says how, not what, to load, so in-memory datasets just ignore it.
 """
 
 from __future__ import annotations
 
+import os
+import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,16 +42,40 @@ import numpy as np
 
 from expgrid.errors import ConfigError
 from expgrid.registry import Registry
+from trainables.classification.synthetic import (
+    CIFAR10_CLASSES,
+    CIFAR10_FOLDER,
+    CIFAR10_TEST_FILE,
+    CIFAR10_TRAIN_FILES,
+    synthetic_pool,
+)
 
 DATASET_DEFAULTS: dict[str, Any] = {
     "name": "digits",
-    "root": None,  # torchvision root directory (fashion_mnist)
-    "path": None,  # .npz with `images` (uint8 N×H×W) and `labels` (fashion_mnist)
+    # torchvision root directory (fashion_mnist, cifar10); the folder holding train_dir and val_dir (image_folder)
+    "root": None,
+    "path": None,  # .npz with `images` (uint8) and `labels` (fashion_mnist, cifar10)
     "download": False,  # let torchvision download into `root` when it is missing
-    "train_size": 1000,  # samples
-    "val_size": 500,  # samples
-    "seed": 0,  # seed of the shuffle that picks the splits
+    "train_size": 1000,  # samples (image_folder: null = every file)
+    "val_size": 500,  # samples (image_folder: null = every file; synthetic: also the test size)
+    "seed": 0,  # seed of the shuffle that picks the splits (synthetic: also of the generated data)
+    "image_size": None,  # pixels, side of the square images are resized to (image_folder; null: 64)
+    "train_dir": "train",  # image_folder: the training class folders, relative to root
+    "val_dir": "val",  # image_folder: the validation class folders, relative to root
+    # image_folder: DataLoader processes decoding images per trial (0: the trial's own; others ignore it)
+    "loader_workers": 2,
+    "shape": [3, 32, 32],  # synthetic: [channels, height, width] of an image, pixels
+    "num_classes": 10,  # synthetic: classes
 }
+# Options deciding the data of some datasets only; elsewhere they must keep their defaults (see above).
+OWN_KEYS: dict[str, tuple[str, ...]] = {
+    "image_size": ("image_folder",),
+    "train_dir": ("image_folder",),
+    "val_dir": ("image_folder",),
+    "shape": ("synthetic",),
+    "num_classes": ("synthetic",),
+}
+IMAGE_FOLDER_SIZE = 64  # pixels: image_folder's image_size when null (Tiny-ImageNet's own size)
 
 Arrays = dict[str, Any]
 DATASETS: Registry[Callable[[Mapping[str, Any]], Arrays]] = Registry("dataset")
@@ -42,6 +83,7 @@ DATASETS: Registry[Callable[[Mapping[str, Any]], Arrays]] = Registry("dataset")
 # Samples each source holds, for checking sizes before any data is read (None: only known on load).
 DIGITS_SAMPLES = 1797
 FASHION_MNIST_TRAIN_SAMPLES = 60_000
+CIFAR10_TRAIN_SAMPLES = 50_000
 
 
 def load_dataset(cfg: Mapping[str, Any]) -> Arrays:
@@ -53,20 +95,49 @@ def load_dataset(cfg: Mapping[str, Any]) -> Arrays:
 def check_dataset(cfg: Mapping[str, Any]) -> None:
     """Reject a ``dataset`` config that cannot load, without reading any data (cheap stat calls only)."""
     cfg = {**DATASET_DEFAULTS, **cfg}
-    DATASETS.get(cfg["name"], "dataset.name")
+    name = cfg["name"]
+    DATASETS.get(name, "dataset.name")
     for key in ("train_size", "val_size"):
         value = cfg[key]
+        if value is None and name == "image_folder":
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"dataset.{key}", "an integer number of samples >= 1", value)
+            every = " (or null: every file)" if name == "image_folder" else ""
+            raise ConfigError(f"dataset.{key}", f"an integer number of samples >= 1{every}", value)
     if isinstance(cfg["seed"], bool) or not isinstance(cfg["seed"], int):
         raise ConfigError("dataset.seed", "an integer", cfg["seed"])
-    available = {"digits": DIGITS_SAMPLES}.get(cfg["name"])
-    if cfg["name"] == "fashion_mnist":
-        _fashion_mnist_source(cfg)  # raises when neither a readable file nor a root is given
-        if cfg["path"] is None:
+    if not isinstance(cfg["download"], bool):
+        raise ConfigError("dataset.download", "true or false", cfg["download"])
+    workers = cfg["loader_workers"]
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ConfigError("dataset.loader_workers", "an integer number of processes >= 0", workers)
+    _check_own_keys(cfg)
+    available = {"digits": DIGITS_SAMPLES}.get(name)
+    if name == "fashion_mnist":
+        if _fashion_mnist_source(cfg)[0] == "root":  # raises when neither a readable file nor a root is given
             available = FASHION_MNIST_TRAIN_SAMPLES
+    elif name == "cifar10":
+        if _cifar10_source(cfg)[0] == "root":
+            available = CIFAR10_TRAIN_SAMPLES
+    elif name == "image_folder":
+        _image_folder_root(cfg)
+    elif name == "synthetic":
+        _check_synthetic(cfg)
     if available is not None:
         _check_sizes(cfg, available)
+
+
+def _check_own_keys(cfg: Mapping[str, Any]) -> None:
+    """Dataset-specific options other than their defaults on a dataset that would ignore them."""
+    for key, users in OWN_KEYS.items():
+        value, default = cfg[key], DATASET_DEFAULTS[key]
+        same = list(value) == default if isinstance(value, (list, tuple)) else value == default
+        if cfg["name"] not in users and not same:
+            raise ConfigError(
+                f"dataset.{key}",
+                f"the default {default!r}: {key} applies to dataset {' or '.join(users)} only, not {cfg['name']}",
+                value,
+            )
 
 
 def _check_sizes(cfg: Mapping[str, Any], available: int) -> None:
@@ -122,8 +193,11 @@ def digits(cfg: Mapping[str, Any]) -> Arrays:
     return split_shuffled(bunch.images, bunch.target, cfg, num_classes=10, scale=1 / 16)
 
 
-def _fashion_mnist_source(cfg: Mapping[str, Any]) -> tuple[str, Path]:
-    """("path", file) or ("root", directory); raises ConfigError when it cannot be read."""
+def _npz_or_root(cfg: Mapping[str, Any], present: Callable[[Path], bool], layout: str) -> tuple[str, Path]:
+    """("path", file) or ("root", directory); raises ConfigError when it cannot be read.
+
+    ``present(root)``: whether the root holds the dataset's files (stat calls only); ``layout``
+    says what it should hold, for the error."""
     if cfg["path"] is not None:
         path = Path(cfg["path"]).expanduser()
         if not path.is_file():
@@ -132,22 +206,41 @@ def _fashion_mnist_source(cfg: Mapping[str, Any]) -> tuple[str, Path]:
     if cfg["root"] is None:
         raise ConfigError(
             "dataset.path",
-            "an .npz file (dataset.path) or a torchvision root directory (dataset.root) for fashion_mnist",
+            f"an .npz file (dataset.path) or a torchvision root directory (dataset.root) for {cfg['name']}",
             None,
         )
     root = Path(cfg["root"]).expanduser()
-    raw = root / "FashionMNIST" / "raw"
-    needed = [raw / f"{s}-{k}-ubyte" for s in ("train", "t10k") for k in ("images-idx3", "labels-idx1")]
-    legacy = [root / "FashionMNIST" / "processed" / f for f in ("training.pt", "test.pt")]  # older torchvision
-    present = all(p.is_file() for p in needed) or all(p.is_file() for p in legacy)
-    if not cfg["download"] and not present:
+    if not cfg["download"] and not present(root):
         raise ConfigError(
             "dataset.root",
-            "a directory holding torchvision's FashionMNIST/raw files; set dataset.download: true to "
-            "download them there, or give dataset.path (an .npz with images and labels)",
+            f"a directory holding {layout}; set dataset.download: true to download them there, "
+            "or give dataset.path (an .npz with images and labels)",
             str(root),
         )
     return "root", root
+
+
+def _fashion_mnist_present(root: Path) -> bool:
+    raw = root / "FashionMNIST" / "raw"
+    needed = [raw / f"{s}-{k}-ubyte" for s in ("train", "t10k") for k in ("images-idx3", "labels-idx1")]
+    legacy = [root / "FashionMNIST" / "processed" / f for f in ("training.pt", "test.pt")]  # older torchvision
+    return all(p.is_file() for p in needed) or all(p.is_file() for p in legacy)
+
+
+def _fashion_mnist_source(cfg: Mapping[str, Any]) -> tuple[str, Path]:
+    return _npz_or_root(cfg, _fashion_mnist_present, "torchvision's FashionMNIST/raw files")
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``images`` and ``labels`` of an .npz file (ConfigError naming dataset.path otherwise)."""
+    with np.load(path) as npz:
+        missing = {"images", "labels"} - set(npz.files)
+        if missing:
+            raise ConfigError("dataset.path", f"an .npz with arrays {sorted(missing)}", str(path))
+        images, labels = npz["images"], npz["labels"]
+    if len(images) != len(labels):
+        raise ConfigError("dataset.path", "as many labels as images", f"{len(labels)} labels, {len(images)} images")
+    return images, labels
 
 
 @DATASETS.register("fashion_mnist")
@@ -159,11 +252,7 @@ def fashion_mnist(cfg: Mapping[str, Any]) -> Arrays:
     Pixel values are 0..255, scaled to [0, 1]."""
     kind, where = _fashion_mnist_source(cfg)
     if kind == "path":
-        with np.load(where) as npz:
-            missing = {"images", "labels"} - set(npz.files)
-            if missing:
-                raise ConfigError("dataset.path", f"an .npz with arrays {sorted(missing)}", str(where))
-            images, labels = npz["images"], npz["labels"]
+        images, labels = _read_npz(where)
         return split_shuffled(images, labels, cfg, num_classes=10, scale=1 / 255)
 
     from torchvision.datasets import FashionMNIST
@@ -179,4 +268,206 @@ def fashion_mnist(cfg: Mapping[str, Any]) -> Arrays:
     out = split_shuffled(train.data.numpy(), train.targets.numpy(), cfg, num_classes=10, scale=1 / 255, keep_rest=False)
     out["x_test"] = to_unit(test.data.numpy(), 1 / 255)
     out["y_test"] = test.targets.numpy().astype(np.int64)
+    return out
+
+
+def _cifar10_present(root: Path) -> bool:
+    folder = root / CIFAR10_FOLDER
+    return all((folder / name).is_file() for name in (*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE))
+
+
+def _cifar10_source(cfg: Mapping[str, Any]) -> tuple[str, Path]:
+    return _npz_or_root(
+        cfg, _cifar10_present, f"torchvision's {CIFAR10_FOLDER}/ (data_batch_1 … data_batch_5, test_batch)"
+    )
+
+
+def _read_cifar10_batches(root: Path, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (N, 3, 32, 32) images and int64 labels of CIFAR-10 pickle batches, in file order.
+
+    Read here rather than through torchvision's ``CIFAR10``, which insists on the real files' MD5
+    sums (so generated test files could not be read); the format is the same. Like torchvision,
+    this unpickles the files: only point ``dataset.root`` at files you trust."""
+    images, labels = [], []
+    for name in names:
+        try:
+            with open(root / CIFAR10_FOLDER / name, "rb") as f:
+                entry = pickle.load(f, encoding="latin1")
+            # Rows are 3072 bytes, channel-major (1024 red, 1024 green, 1024 blue): already C, H, W.
+            images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.append(np.asarray(entry["labels"], dtype=np.int64))
+        except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as e:
+            raise ConfigError(
+                "dataset.root", f"readable CIFAR-10 pickle batches ({CIFAR10_FOLDER}/{name}: {e!r})", str(root)
+            ) from None
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _cifar10_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The .npz pool as uint8 (N, 3, 32, 32) (a transposed view when stored N, 32, 32, 3) and labels."""
+    images, labels = _read_npz(path)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] not in ((32, 32, 3), (3, 32, 32)):
+        got = f"{images.dtype} images of shape {images.shape}"
+        raise ConfigError("dataset.path", "uint8 images of shape N×32×32×3 or N×3×32×32", got)
+    if len(labels) and (labels.min() < 0 or labels.max() > 9):
+        raise ConfigError("dataset.path", "labels 0..9", f"labels {labels.min()}..{labels.max()}")
+    # A view: split_shuffled gathers and converts only the samples it keeps.
+    return (images.transpose(0, 3, 1, 2) if images.shape[-1] == 3 else images), labels
+
+
+@DATASETS.register("cifar10")
+def cifar10(cfg: Mapping[str, Any]) -> Arrays:
+    """CIFAR-10 (32×32 RGB images, 10 classes), from an .npz file or a torchvision root.
+
+    ``path``: an .npz with ``images`` (uint8 N×32×32×3 or N×3×32×32) and ``labels``, one pool split
+    into train / val / test (the rest). ``root``: torchvision's layout,
+    ``<root>/cifar-10-batches-py/data_batch_1`` … ``data_batch_5`` and ``test_batch``; train and
+    val drawn from the 50,000 training images, test = the 10,000 test images. With
+    ``download: true`` and the files missing, torchvision downloads (and checks) them first.
+    Pixel values are 0..255, scaled to [0, 1]."""
+    kind, where = _cifar10_source(cfg)
+    if kind == "path":
+        images, labels = _cifar10_npz(where)
+        return {**split_shuffled(images, labels, cfg, num_classes=10, scale=1 / 255), "classes": list(CIFAR10_CLASSES)}
+    if not _cifar10_present(where):  # download: true (checked by _cifar10_source)
+        from torchvision.datasets import CIFAR10
+
+        try:
+            CIFAR10(str(where), train=True, download=True)
+        except (RuntimeError, OSError) as e:
+            raise ConfigError(
+                "dataset.root", f"a root torchvision can download CIFAR-10 into ({e})", str(where)
+            ) from None
+    images, labels = _read_cifar10_batches(where, CIFAR10_TRAIN_FILES)
+    out = split_shuffled(images, labels, cfg, num_classes=10, scale=1 / 255, keep_rest=False)
+    test_images, test_labels = _read_cifar10_batches(where, (CIFAR10_TEST_FILE,))
+    out["x_test"] = to_unit(test_images, 1 / 255)
+    out["y_test"] = test_labels
+    out["classes"] = list(CIFAR10_CLASSES)
+    return out
+
+
+def image_folder_layout(cfg: Mapping[str, Any]) -> str:
+    """What an image_folder root must hold, for error messages."""
+    return (
+        f"a folder in torchvision's ImageFolder layout: <root>/{cfg['train_dir']}/<class>/<image> for training "
+        f"and <root>/{cfg['val_dir']}/<class>/<image> for validation, the same class folders in both "
+        "(e.g. train/cat/001.png, val/cat/101.png)"
+    )
+
+
+def class_folders(folder: Path) -> list[str]:
+    """The sorted names of ``folder``'s sub-folders (ImageFolder's classes); one directory listing."""
+    with os.scandir(folder) as entries:
+        return sorted(e.name for e in entries if e.is_dir())
+
+
+def _image_folder_root(cfg: Mapping[str, Any]) -> tuple[Path, list[str]]:
+    """(absolute root, class names) after checking the options and the two folders' classes.
+
+    Lists only the top level of each split folder (no image files), so it is cheap enough for
+    ``check_dataset``. The root is made absolute because trials run in another working directory."""
+    size = cfg["image_size"]
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ConfigError("dataset.image_size", "an integer number of pixels >= 1, or null (64)", size)
+    for key in ("train_dir", "val_dir"):
+        if not isinstance(cfg[key], str) or not cfg[key]:
+            raise ConfigError(f"dataset.{key}", "a folder name relative to dataset.root", cfg[key])
+    if cfg["train_dir"] == cfg["val_dir"]:
+        raise ConfigError(
+            "dataset.val_dir", "a folder other than train_dir (validation needs unseen images)", cfg["val_dir"]
+        )
+    layout = image_folder_layout(cfg)
+    if not isinstance(cfg["root"], (str, Path)):
+        raise ConfigError("dataset.root", layout, cfg["root"])
+    root = Path(cfg["root"]).expanduser().resolve()
+    classes = {}
+    for key in ("train_dir", "val_dir"):
+        folder = root / cfg[key]
+        found = class_folders(folder) if folder.is_dir() else []
+        if not found:
+            problem = "has no class folders" if folder.is_dir() else "is missing"
+            raise ConfigError("dataset.root", f"{layout} ({cfg[key]}/ {problem})", str(root))
+        classes[key] = found
+    if classes["train_dir"] != classes["val_dir"]:
+        only_train = sorted(set(classes["train_dir"]) - set(classes["val_dir"]))
+        only_val = sorted(set(classes["val_dir"]) - set(classes["train_dir"]))
+        raise ConfigError(
+            "dataset.root",
+            f"{layout} (classes only in {cfg['train_dir']}/: {only_train[:5]}, only in {cfg['val_dir']}/: {only_val[:5]})",
+            str(root),
+        )
+    return root, classes["train_dir"]
+
+
+@DATASETS.register("image_folder")
+def image_folder(cfg: Mapping[str, Any]) -> Arrays:
+    """The file lists of ``<root>/<train_dir>`` and ``<root>/<val_dir>``, class folders in both.
+
+    Any torchvision ``ImageFolder`` layout works. Tiny-ImageNet's ``train/`` does as it is; its
+    ``val/`` (images/ plus val_annotations.txt) must first be arranged into one folder per class.
+    Images are not read here: each trial decodes them with ``loader_workers`` DataLoader workers,
+    resized to ``image_size`` × ``image_size`` (RGB, [0, 1]). So the paths must be readable where
+    the trials run (one machine, or a shared file system). ``train_size`` / ``val_size``: a random
+    subset of that many files (seeded by ``dataset.seed``), or null for all. No test split: the
+    validation folder is the held-out data."""
+    from torchvision.datasets import ImageFolder
+
+    root, classes = _image_folder_root(cfg)
+    out: Arrays = {
+        "num_classes": len(classes),
+        "classes": classes,
+        "image_size": IMAGE_FOLDER_SIZE if cfg["image_size"] is None else int(cfg["image_size"]),
+        "loader_workers": int(cfg["loader_workers"]),
+    }
+    rng = np.random.default_rng(cfg["seed"])
+    for split, dir_key, size_key in (("train", "train_dir", "train_size"), ("val", "val_dir", "val_size")):
+        try:
+            folder = ImageFolder(str(root / cfg[dir_key]))  # lists files; decodes none
+        except (FileNotFoundError, OSError) as e:  # e.g. a class folder without images
+            raise ConfigError("dataset.root", f"{image_folder_layout(cfg)} ({e})", str(root)) from None
+        paths = np.array([path for path, _ in folder.samples], dtype=object)
+        labels = np.array([target for _, target in folder.samples], dtype=np.int64)
+        order = rng.permutation(len(paths))  # drawn even when unused: val's subset does not depend on train_size
+        size = cfg[size_key]
+        if size is not None:
+            if size > len(paths):
+                raise ConfigError(
+                    f"dataset.{size_key}", f"at most the {len(paths)} images in {root / cfg[dir_key]}, or null", size
+                )
+            keep = np.sort(order[:size])  # file order: neighbouring files are read together
+            paths, labels = paths[keep], labels[keep]
+        out[f"paths_{split}"] = paths.tolist()
+        out[f"y_{split}"] = labels
+    return out
+
+
+def _check_synthetic(cfg: Mapping[str, Any]) -> None:
+    shape = cfg["shape"]
+    if (
+        not isinstance(shape, (list, tuple))
+        or len(shape) != 3
+        or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape)
+    ):
+        raise ConfigError("dataset.shape", "[channels, height, width]: three integers >= 1", shape)
+    classes = cfg["num_classes"]
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
+        raise ConfigError("dataset.num_classes", "an integer >= 2", classes)
+
+
+@DATASETS.register("synthetic")
+def synthetic(cfg: Mapping[str, Any]) -> Arrays:
+    """Generated data (``synthetic.py``) for tests and smoke runs: ``num_classes`` smooth random
+    templates of ``shape`` plus noise, learnable by a small model in a few epochs.
+
+    ``train_size``, ``val_size`` and a test split of ``val_size`` samples, balanced classes, all
+    fixed by ``dataset.seed``."""
+    _check_synthetic(cfg)
+    n_train, n_val = int(cfg["train_size"]), int(cfg["val_size"])
+    x, y = synthetic_pool(n_train + 2 * n_val, cfg["shape"], int(cfg["num_classes"]), int(cfg["seed"]))
+    out: Arrays = {"num_classes": int(cfg["num_classes"])}
+    bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, len(x))}
+    for split, (lo, hi) in bounds.items():
+        out[f"x_{split}"] = np.ascontiguousarray(x[lo:hi])
+        out[f"y_{split}"] = y[lo:hi]
     return out
