@@ -3,10 +3,14 @@
 Names: ``sgd`` (heavy-ball momentum), ``adam``, ``adamw`` (decoupled weight decay, Loshchilov &
 Hutter), ``amsgrad`` (Adam keeping the running maximum of the second moment, Reddi et al.) and
 ``rmsprop``. Each does exactly what ``torch.optim``'s class of that name does with PyTorch's
-defaults (betas 0.9 / 0.999, eps 1e-8, RMSprop alpha 0.99, no dampening, no Nesterov); the tests
-check them step for step against ``torch.optim``. ``momentum`` is used by ``sgd`` only, the others
-ignore it, so a grid over optimizers can share one config. ``weight_decay`` is L2 added to the
-gradient, except for ``adamw`` where it shrinks the weights directly.
+defaults (betas 0.9 / 0.999, eps 1e-8, RMSprop alpha 0.99, no dampening); the tests check them
+step for step against ``torch.optim``. ``momentum`` and ``nesterov`` are used by ``sgd`` only (momentum
+0 is plain SGD; Nesterov needs momentum > 0), the others ignore them, so a grid over optimizers can
+share one config. ``weight_decay`` is L2 added to the gradient, except for ``adamw`` where it
+shrinks the weights directly.
+
+The learning rate is read from ``optimizer.hyper["lr"]`` (a Python float) at every step, so a
+scheduler changes it by assigning there (:attr:`Optimizer.lr`): no per-step cost.
 
 Why not ``torch.optim`` itself: at the benchmark's size (an MLP of ~110k parameters, batch 32, one
 CPU thread) a step is dominated by per-call overhead, not arithmetic, and
@@ -39,7 +43,8 @@ OPTIMIZER_DEFAULTS: dict[str, Any] = {
     "name": "adam",
     "lr": 1e-3,  # learning rate (step size)
     "weight_decay": 0.0,  # L2 coefficient (decoupled for adamw)
-    "momentum": 0.9,  # sgd only
+    "momentum": 0.9,  # sgd only; 0: plain SGD
+    "nesterov": False,  # sgd only: Nesterov momentum (needs momentum > 0)
 }
 
 # Devices with PyTorch fused Adam / AdamW kernels (for floating-point tensors).
@@ -67,6 +72,15 @@ class Optimizer:
         # kernels read it; one per parameter, since a parameter without a grad is not stepped.
         self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
         self.state = {name: [torch.zeros_like(p) for p in self.data] for name in self.buffers}
+
+    @property
+    def lr(self) -> float:
+        """The learning rate the next step uses (schedulers set it; cheap: a dict entry)."""
+        return self.hyper["lr"]
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self.hyper["lr"] = float(value)
 
     def step(self) -> None:
         """One update of every parameter from its ``.grad`` (parameters without a grad are skipped)."""
@@ -100,20 +114,37 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """``torch.optim.SGD(lr, momentum, weight_decay)``: g ← g + λ·w; v ← μ·v + g; w ← w − lr·v.
+    """``torch.optim.SGD(lr, momentum, weight_decay, nesterov)``: g ← g + λ·w; v ← μ·v + g; then
+    w ← w − lr·v, or with Nesterov w ← w − lr·(g + μ·v). Momentum 0: w ← w − lr·g.
 
     The velocity starts at zero, which gives exactly PyTorch's first step (v = g)."""
 
     buffers = ("momentum_buffer",)
 
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor],
+        lr: float,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ):
+        if nesterov and not momentum:
+            raise ValueError("Nesterov momentum needs momentum > 0")
+        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=bool(nesterov))
+        if not momentum:  # plain SGD keeps no velocity: free its memory
+            self.state["momentum_buffer"] = []
+
     def _update(self) -> None:
-        lr, mu, wd = self.hyper["lr"], self.hyper["momentum"], self.hyper["weight_decay"]
+        h = self.hyper
+        lr, mu, wd, nesterov = h["lr"], h["momentum"], h["weight_decay"], h.get("nesterov", False)
         for i in self._with_grads():
             p, g = self.data[i], self.params[i].grad
             if wd:
                 g = g.add(p, alpha=wd)
             if mu:
-                g = self.state["momentum_buffer"][i].mul_(mu).add_(g)
+                v = self.state["momentum_buffer"][i].mul_(mu).add_(g)
+                g = g.add(v, alpha=mu) if nesterov else v
             p.add_(g, alpha=-lr)
 
 
@@ -235,7 +266,9 @@ OPTIMIZERS: Registry[Callable[[list[torch.Tensor], Mapping[str, Any]], Optimizer
 
 @OPTIMIZERS.register("sgd")
 def sgd(params: list[torch.Tensor], cfg: Mapping[str, Any]) -> Optimizer:
-    return SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+    return SGD(
+        params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"], nesterov=cfg["nesterov"]
+    )
 
 
 @OPTIMIZERS.register("adam")
@@ -271,6 +304,17 @@ def check_optimizer(opt_cfg: Mapping[str, Any]) -> None:
         value = cfg[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
             raise ConfigError(f"optimizer.{key}", expected, value)
+    if not isinstance(cfg["nesterov"], bool):
+        raise ConfigError("optimizer.nesterov", "true or false", cfg["nesterov"])
+    if cfg["name"] == "sgd" and cfg["nesterov"] and cfg["momentum"] == 0:
+        raise ConfigError(
+            "optimizer.nesterov", "false when optimizer.momentum is 0 (Nesterov needs momentum > 0)", True
+        )
+    unknown = sorted(set(cfg) - set(OPTIMIZER_DEFAULTS))
+    if unknown:
+        raise ConfigError(
+            f"optimizer.{unknown[0]}", f"an optimizer option: one of {', '.join(OPTIMIZER_DEFAULTS)}", unknown[0]
+        )
 
 
 def create_optimizer(opt_cfg: Mapping[str, Any], params: Params) -> Optimizer:
@@ -279,26 +323,92 @@ def create_optimizer(opt_cfg: Mapping[str, Any], params: Params) -> Optimizer:
     return OPTIMIZERS.get(cfg["name"], "optimizer.name")(list(params), cfg)
 
 
-def flat_parameters(model: nn.Module) -> nn.Parameter:
-    """Re-home every trainable parameter of ``model`` into one contiguous Parameter and return it.
+def flat_parameters(model: nn.Module, params: Iterable[torch.Tensor] | None = None) -> nn.Parameter:
+    """Re-home trainable parameters of ``model`` into one contiguous Parameter and return it.
 
-    Afterwards each ``p`` in ``model.parameters()`` is a view of the returned tensor, and ``p.grad``
-    a view of its ``.grad``: backward accumulates in place into those views (autograd adds into an
-    existing ``.grad`` rather than replacing it), so the flat ``.grad`` always holds the whole
-    gradient. Give the flat Parameter to the optimizer; zero with ``flat.grad.zero_()`` (never set
-    the per-layer grads to None, which would detach them from the buffer). Values, ``state_dict``
-    and ``load_state_dict`` of the model are unchanged (loading copies in place). All parameters
-    must share a dtype and device: call after moving the model to its device.
+    ``params``: the parameters to re-home (e.g. ``modes.trainable_parameters(model)``: only the
+    head for a linear probe); default, every parameter with ``requires_grad``. Frozen parameters
+    stay where they are, without a gradient. The flat order is ``model.parameters()`` order, so
+    each module's own parameters are one contiguous slice (``diagnostics.GradNorms`` uses that).
+
+    Afterwards each re-homed ``p`` is a view of the returned tensor, and ``p.grad`` a view of its
+    ``.grad``: backward accumulates in place into those views (autograd adds into an existing
+    ``.grad`` rather than replacing it), so the flat ``.grad`` always holds the whole gradient.
+    Give the flat Parameter to the optimizer; zero with ``flat.grad.zero_()`` (never set the
+    per-layer grads to None, which would detach them from the buffer). Values, ``state_dict`` and
+    ``load_state_dict`` of the model are unchanged (loading copies in place). The parameters must
+    share a dtype and device: call after moving the model to its device, and do not move it again.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    if params is None:
+        chosen = {id(p) for p in model.parameters() if p.requires_grad}
+    else:
+        given = list(params)
+        if any(not p.requires_grad for p in given):
+            raise ValueError("flat_parameters got a parameter that does not require a gradient")
+        chosen = {id(p) for p in given}
+    ordered = [p for p in model.parameters() if id(p) in chosen]
+    if len(ordered) != len(chosen):
+        raise ValueError(f"flat_parameters got parameters that are not {type(model).__name__}'s")
+    if not ordered:
         raise ValueError(f"{type(model).__name__} has no trainable parameters")
-    flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
+    flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in ordered]))
     flat.grad = torch.zeros_like(flat)
     offset = 0
-    for p in params:
+    for p in ordered:
         n = p.numel()
         p.data = flat.data[offset : offset + n].view_as(p)
         p.grad = flat.grad[offset : offset + n].view_as(p)
         offset += n
     return flat
+
+
+def clip_grad_norm_(grad: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """Scale ``grad`` (the flat gradient) in place to an L2 norm of at most ``max_norm``; returns
+    the norm before clipping. ``torch.nn.utils.clip_grad_norm_``'s rule (factor
+    ``max_norm / (norm + 1e-6)``, capped at 1) on one tensor, without a device sync."""
+    norm = torch.linalg.vector_norm(grad)
+    grad.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
+    return norm
+
+
+class LossScaler:
+    """Dynamic loss scaling for float16 mixed precision, on the flat gradient.
+
+    ``torch.amp.GradScaler``'s rule: the loss is multiplied by ``scale`` before backward so small
+    float16 gradients do not flush to zero; :meth:`unscale_` divides the gradient back and checks
+    it. A gradient with an inf or NaN means the scale overflowed: the caller skips that step and
+    the scale halves. After ``growth_interval`` good steps in a row the scale doubles. The check
+    reads one flag from the device per step (only float16 AMP uses this; bfloat16 needs no
+    scaling)."""
+
+    def __init__(
+        self,
+        init_scale: float = 2.0**16,
+        growth_factor: float = 2.0,
+        backoff_factor: float = 0.5,
+        growth_interval: int = 2000,
+    ):
+        self.scale = float(init_scale)
+        self.growth_factor, self.backoff_factor, self.growth_interval = growth_factor, backoff_factor, growth_interval
+        self.good_steps = 0
+
+    def unscale_(self, grad: torch.Tensor) -> bool:
+        """Divide ``grad`` by the scale; True when it is finite (take the step), else False (skip
+        it). Updates the scale for the next step either way."""
+        grad.mul_(1.0 / self.scale)
+        finite = bool(torch.isfinite(grad).all())
+        if finite:
+            self.good_steps += 1
+            if self.good_steps == self.growth_interval:
+                self.scale *= self.growth_factor
+                self.good_steps = 0
+        else:
+            self.scale *= self.backoff_factor
+            self.good_steps = 0
+        return finite
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scale": self.scale, "good_steps": self.good_steps}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.scale, self.good_steps = float(state["scale"]), int(state["good_steps"])

@@ -1,48 +1,79 @@
-"""``classify``: supervised image classification on a dataset held whole in memory.
+"""``classify``: supervised image classification.
 
-One trial: build the model and optimizer named in the config, then per epoch shuffle the training
-set, step through it in batches of ``batch_size`` (the last, partial batch included), evaluate on
-the validation set in one pass, and report (``expgrid.reporter``)::
+One trial: build the model for the config's ``mode`` (``modes.py``: from scratch, a linear probe
+of pretrained weights, or fine-tuning them), an optimizer over its trainable parameters and a
+learning-rate scheduler; then per epoch shuffle the training split, step through it in batches of
+``batch_size`` (the last, partial batch included), evaluate on the validation split, step the
+scheduler, and report (``expgrid.reporter``)::
 
     epoch                   1-based
-    train_loss              mean cross-entropy (nats / sample) over the epoch's training samples,
-                            each taken at the step that used it (as the running loss is)
+    train_loss              mean training loss (nats / sample: cross-entropy, with
+                            ``label_smoothing`` when set, as minimised) over the epoch's
+                            training samples, each taken at the step that used it
     train_accuracy          fraction of those samples classified right, same convention
-    val_loss                mean cross-entropy (nats / sample) on the validation set, eval mode
-    val_accuracy            fraction of the validation set classified right, eval mode
+    val_loss                mean cross-entropy (nats / sample) on the validation set, eval mode;
+                            never label-smoothed, so it compares across ``label_smoothing`` values
+    val_accuracy            fraction of the validation set classified right (top-1), eval mode
+    val_top5_accuracy       fraction whose true class is among the 5 highest logits (ties count
+                            for the true class); with fewer than 5 classes every class is, so 1.0
+    val_error               1 − val_accuracy (top-1 error)
+    val_top5_error          1 − val_top5_accuracy
+    lr                      learning rate of this epoch's steps (the scheduler's; 1/gradient unit)
     seconds                 wall time of the epoch (training and validation), seconds
-    first_layer_weight_abs  mean |w| over the first Linear/Conv weight at the epoch's end
-    first_layer_grad_abs    mean |dL/dw| over that weight, averaged over the epoch's batches
+    ms_per_image            training time (the epoch's steps, no validation) per training image, ms
+    iterations              optimizer steps taken this epoch (float16 AMP skips overflowed ones)
+    parameters              parameter elements of the model (frozen ones included)
+    trainable_parameters    parameter elements the optimizer updates
+    first_layer_weight_abs  mean |w| over the first trained Linear/Conv weight at the epoch's end
+    first_layer_grad_abs    mean |dL/dw| over that weight, averaged over the epoch's steps
                             (L: the batch-mean loss) — with the weight size, a check for
-                            vanishing / exploding gradients at the layer furthest from the loss
+                            vanishing / exploding gradients at the trained layer furthest from
+                            the loss (a linear probe's: its head)
 
-Batches: the training set is reshuffled every epoch (``seed`` seeds the order, the initialisation
-and dropout); the last, partial batch is kept, except a final batch of one sample when the model
-has BatchNorm (which cannot normalise a single sample in training mode).
+Artifacts (files beside the metrics, built only when due: the trial's last epoch, a stop, an ASHA
+rung; see ``diagnostics.py``): ``confusion_matrix.csv`` and ``per_class_accuracy.csv`` of the
+validation set (``diagnostics.confusion_matrix``, on by default) and ``grad_norms.json``, per-layer
+mean gradient L2 norms per epoch (``diagnostics.grad_norms``, off by default).
+
+Training options: ``optimizer`` (``optim.py``), ``scheduler`` (``schedules.py``, stepped once per
+epoch), ``grad_clip`` (max L2 norm of the whole gradient over the trainable parameters, clipped
+as ``torch.nn.utils.clip_grad_norm_`` does), ``label_smoothing`` (``F.cross_entropy``'s),
+``augment`` (``augment.py``, applied to each training batch on the device) and ``amp``: on CUDA,
+autocast to bfloat16 where the GPU supports it, else float16 with dynamic loss scaling
+(``optim.LossScaler``; ``"bfloat16"`` / ``"float16"`` force one). On the CPU ``amp`` does nothing:
+CPU autocast rarely speeds up small models, and a no-op keeps CPU runs exactly comparable.
+
+Batches: the training split is reshuffled every epoch (``seed`` seeds the order, the
+initialisation and dropout); the last, partial batch is kept, except a final batch of one sample
+when the model has BatchNorm in training mode (which cannot normalise a single sample). Data come
+from ``batches.make_splits``: small datasets as tensors held on the device, image folders through
+a DataLoader.
 
 Speed: at the benchmark size (1,000 samples of 784 pixels, MLP 784-128-64-10, batch 32, one CPU
 thread) a step takes well under a millisecond, much of it per-call overhead, so each step makes
 only the calls it must: the forward (layers called directly, ``models.fast_forward``), the loss,
 one ``zero_()`` of the flat gradient (``optim.flat_parameters``), backward, one abs-sum for the
-gradient diagnostic and one fused optimizer kernel (``optim``). No DataLoader: batches are views
-of the training tensors gathered once per epoch into kept buffers. No ``.item()``: metrics stay
-on the device until one transfer per epoch; train loss and accuracy come from the kept logits.
-Checkpoints (model, optimizer and RNG states, copied to the CPU) are built only when due.
+gradient diagnostic and one fused optimizer kernel (``optim``); options that are off cost a
+Python ``if``. Batches are views of tensors gathered once per epoch into kept buffers. No
+``.item()``: metrics stay on the device until one transfer per epoch; train loss and accuracy come
+from the kept logits. Checkpoints (model, optimizer, scheduler and RNG states, copied to the CPU)
+and artifacts are built only when due.
 
-Device: CUDA when ``torch.cuda.is_available()`` (a trial given a GPU), else the CPU; the whole
-dataset is moved there once. The test split of the data is not used here: it is for evaluating
-the chosen configuration afterwards, not for choosing it.
+Device: CUDA when ``torch.cuda.is_available()`` (a trial given a GPU), else the CPU. The test
+split of the data is not used here: it is for evaluating the chosen configuration afterwards, not
+for choosing it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import math
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
 from torch import nn
@@ -51,19 +82,46 @@ import expgrid.reporter as reporter
 from expgrid.config import merge
 from expgrid.errors import ConfigError
 from trainables.checks import require_int, require_mappings
+from trainables.classification.augment import build_augment, check_augment
+from trainables.classification.batches import Batches, make_splits
 from trainables.classification.data import DATASET_DEFAULTS, check_dataset, load_dataset
-from trainables.classification.models import MODEL_DEFAULTS, check_model, create_model, fast_forward, first_linear
-from trainables.classification.optim import OPTIMIZER_DEFAULTS, check_optimizer, create_optimizer, flat_parameters
+from trainables.classification.diagnostics import (
+    DIAGNOSTICS_DEFAULTS,
+    GradNorms,
+    check_diagnostics,
+    confusion_csv,
+    confusion_matrix,
+    grad_norms_json,
+    per_class_accuracy_csv,
+)
+from trainables.classification.models import MODEL_DEFAULTS, check_model, count_parameters, fast_forward, first_linear
+from trainables.classification.modes import build_model, check_mode, set_train_mode, trainable_parameters
+from trainables.classification.optim import (
+    OPTIMIZER_DEFAULTS,
+    LossScaler,
+    check_optimizer,
+    clip_grad_norm_,
+    create_optimizer,
+    flat_parameters,
+)
+from trainables.classification.schedules import SCHEDULER_DEFAULTS, check_scheduler, create_scheduler
 from trainables.registry import register_trainable
 
 CLASSIFY_DEFAULTS: dict[str, Any] = {
     "dataset": copy.deepcopy(DATASET_DEFAULTS),
     "model": copy.deepcopy(MODEL_DEFAULTS),
+    "mode": "scratch",  # scratch | linear_probe | fine_tune (modes.py; pretrained: model.weights)
     "optimizer": copy.deepcopy(OPTIMIZER_DEFAULTS),
+    "scheduler": copy.deepcopy(SCHEDULER_DEFAULTS),  # learning rate per epoch (schedules.py)
     "batch_size": 32,  # samples per optimizer step
     "epochs": 10,  # passes over the training set
     "seed": 0,  # torch seed: initialisation, shuffling, dropout (the split has dataset.seed)
     "threads": 1,  # torch intra-op CPU threads for this trial (match the trial's cpu resource)
+    "grad_clip": None,  # max L2 norm of the gradient (all trainable parameters together); null: none
+    "label_smoothing": 0.0,  # in [0, 1): weight of the uniform target in the training loss
+    "amp": False,  # CUDA mixed precision: true (bfloat16 if supported, else float16) | bfloat16 | float16
+    "augment": "none",  # training-batch augmentation (augment.py)
+    "diagnostics": copy.deepcopy(DIAGNOSTICS_DEFAULTS),  # artifact files (diagnostics.py)
 }
 CLASSIFY_METRICS = (
     "epoch",
@@ -71,11 +129,32 @@ CLASSIFY_METRICS = (
     "train_accuracy",
     "val_loss",
     "val_accuracy",
+    "val_top5_accuracy",
+    "val_error",
+    "val_top5_error",
+    "lr",
     "seconds",
+    "ms_per_image",
+    "iterations",
+    "parameters",
+    "trainable_parameters",
     "first_layer_weight_abs",
     "first_layer_grad_abs",
 )
-EVAL_CHUNK = 8192  # samples per forward pass when evaluating (bounds memory on large splits)
+# Overrides that make a trial tiny (`expgrid run STUDY --smoke`, CI): a few samples, one epoch,
+# no loader processes, and random weights standing in for pretrained ones (which cannot be
+# downloaded on a test machine). Swept parameters keep their values.
+CLASSIFY_SMOKE: dict[str, Any] = {
+    "dataset": {"train_size": 64, "val_size": 32, "loader_workers": 0},
+    "model": {"weights": "random"},
+    "epochs": 1,
+    "threads": 1,
+}
+AMP_VALUES = (False, True, "bfloat16", "float16")
+EVAL_CHUNK = 8192  # at most this many samples per forward pass when evaluating
+EVAL_ELEMENTS = 1 << 22  # ... and about this many input values (16 MB of float32) per pass
+TOP_K = 5  # val_top5_accuracy's k
+LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def _full(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -89,15 +168,27 @@ def check_config(config: Mapping[str, Any]) -> None:
     Runs on the driver for every trial config before Ray starts, so it reads no data: names,
     option names and value ranges, and (for files) only whether they exist."""
     cfg = _full(config)
-    require_mappings(cfg, ("dataset", "model", "optimizer"))
+    require_mappings(cfg, ("dataset", "model", "optimizer", "scheduler"))
     check_model(cfg["model"])
+    check_mode(cfg["mode"], cfg["model"])
     check_optimizer(cfg["optimizer"])
+    check_scheduler(cfg["scheduler"])
     check_dataset(cfg["dataset"])
     require_int(cfg, "batch_size", 1)
     require_int(cfg, "epochs", 1)
     require_int(cfg, "threads", 1)
     if isinstance(cfg["seed"], bool) or not isinstance(cfg["seed"], int):
         raise ConfigError("seed", "an integer", cfg["seed"])
+    clip = cfg["grad_clip"]
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 < clip < math.inf):
+        raise ConfigError("grad_clip", "null or a maximum gradient norm > 0", clip)
+    smoothing = cfg["label_smoothing"]
+    if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0 <= smoothing < 1:
+        raise ConfigError("label_smoothing", "a number in [0, 1)", smoothing)
+    if not any(cfg["amp"] is v or (isinstance(v, str) and cfg["amp"] == v) for v in AMP_VALUES):
+        raise ConfigError("amp", "true, false, bfloat16 or float16", cfg["amp"])
+    check_augment(cfg["augment"])
+    check_diagnostics(cfg["diagnostics"])
 
 
 def dataset_key(config: Mapping[str, Any]) -> Hashable:
@@ -106,13 +197,8 @@ def dataset_key(config: Mapping[str, Any]) -> Hashable:
 
 
 def load_data(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The NumPy arrays of ``config["dataset"]`` (see ``data.py``); loaded once per study section."""
+    """The data of ``config["dataset"]`` (see ``data.py``); loaded once per study section."""
     return load_dataset(_full(config)["dataset"])
-
-
-def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    # torch.tensor copies: arrays from Ray's object store are read-only, which from_numpy warns about.
-    return torch.tensor(np.asarray(array)).to(device)
 
 
 def _to_cpu(obj: Any) -> Any:
@@ -126,18 +212,58 @@ def _to_cpu(obj: Any) -> Any:
     return copy.deepcopy(obj)
 
 
+def amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for the ``amp`` setting on ``device``; None: full precision (always on
+    the CPU, where ``amp`` is a no-op)."""
+    if not amp or device.type != "cuda":
+        return None
+    if amp == "float16":
+        return torch.float16
+    if amp == "bfloat16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def first_trained_layer(model: nn.Module) -> nn.Module:
+    """The first Linear/Conv layer (module order) whose weight is trained: the first layer for
+    ``scratch`` and ``fine_tune``, the head for a linear probe."""
+    for module in model.modules():
+        if isinstance(module, LAYERS) and module.weight.requires_grad:
+            return module
+    return first_linear(model)
+
+
+def eval_batch_size(split: Batches, batch_size: int) -> int:
+    """Samples per evaluation pass: up to EVAL_CHUNK, fewer for large images (memory), never
+    fewer than the training batch."""
+    per_sample = math.prod(split.sample_shape)
+    return max(batch_size, min(EVAL_CHUNK, EVAL_ELEMENTS // max(per_sample, 1)))
+
+
 @torch.inference_mode()
-def _evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean loss, accuracy) as 0-d tensors, in eval mode (dropout off, BatchNorm running stats)."""
+def evaluate(
+    model: nn.Module, split: Batches, batch_size: int, device: torch.device, autocast: Callable[[], Any]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eval mode over ``split``: (summed cross-entropy, top-1 correct, top-5 correct, predicted
+    classes, true classes), all on the device (the sums as 0-d tensors)."""
     model.eval()
-    loss = x.new_zeros(())
-    correct = x.new_zeros(())
-    for start in range(0, len(x), EVAL_CHUNK):
-        out = model(x[start : start + EVAL_CHUNK])
-        target = y[start : start + EVAL_CHUNK]
-        loss += F.cross_entropy(out, target, reduction="sum")
-        correct += (out.argmax(1) == target).sum()
-    return loss / len(x), correct / len(x)
+    loss = torch.zeros((), device=device)
+    correct = torch.zeros_like(loss)
+    correct_k = torch.zeros_like(loss)
+    predictions, targets = [], []
+    for xb, yb in split.epoch(batch_size, shuffle=False):
+        with autocast():
+            out = model(xb)
+        out = out.float()
+        loss += F.cross_entropy(out, yb, reduction="sum")
+        predicted = out.argmax(1)
+        correct += (predicted == yb).sum()
+        # top-k: fewer than k logits strictly above the true class's (so top-k >= top-1 even with ties)
+        above = (out > out.gather(1, yb[:, None])).sum(1)
+        correct_k += (above < TOP_K).sum()
+        predictions.append(predicted)
+        targets.append(yb)
+    return loss, correct, correct_k, torch.cat(predictions), torch.cat(targets)
 
 
 @register_trainable(
@@ -147,6 +273,7 @@ def _evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple
     check=check_config,
     data_key=dataset_key,
     load_data=load_data,
+    smoke=CLASSIFY_SMOKE,
 )
 def classify(config: dict[str, Any], data: Mapping[str, Any]) -> None:
     """Train ``config["model"]`` on ``data`` (from :func:`load_data`), reporting every epoch."""
@@ -162,13 +289,25 @@ def classify(config: dict[str, Any], data: Mapping[str, Any]) -> None:
 def _train(cfg: dict[str, Any], data: Mapping[str, Any]) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg["seed"])  # seeds CPU and CUDA generators
-    x_train, y_train = _tensor(data["x_train"], device), _tensor(data["y_train"], device)
-    x_val, y_val = _tensor(data["x_val"], device), _tensor(data["y_val"], device)
+    splits = make_splits(data, device)
+    train, val = splits["train"], splits["val"]
+    num_classes, epochs, batch_size = int(train.num_classes), int(cfg["epochs"]), int(cfg["batch_size"])
 
-    model = create_model(cfg["model"], tuple(x_train.shape[1:]), int(data["num_classes"])).to(device)
-    flat = flat_parameters(model)
+    model = build_model(cfg["model"], cfg["mode"], train.sample_shape, num_classes).to(device)
+    params = trainable_parameters(model)
+    flat = flat_parameters(model, params)  # frozen parameters stay out: never stepped, no gradient
     optimizer = create_optimizer(cfg["optimizer"], [flat])
-    first = first_linear(model).weight
+    scheduler = create_scheduler(cfg["scheduler"], optimizer.lr, epochs)
+    dtype = amp_dtype(cfg["amp"], device)
+    scaler = LossScaler() if dtype == torch.float16 else None
+    augment = build_augment(cfg["augment"])
+    clip = None if cfg["grad_clip"] is None else float(cfg["grad_clip"])
+    smoothing = float(cfg["label_smoothing"])
+    want_confusion = bool(cfg["diagnostics"]["confusion_matrix"])
+    grad_norms = GradNorms(model, flat, params) if cfg["diagnostics"]["grad_norms"] else None
+    norm_epochs: list[int] = []
+    norm_rows: list[list[float]] = []
+    first = first_trained_layer(model).weight
     grad = flat.grad
     assert grad is not None
 
@@ -177,6 +316,12 @@ def _train(cfg: dict[str, Any], data: Mapping[str, Any]) -> None:
     if state is not None:  # a retry or resume: continue exactly where the checkpoint left off
         model.load_state_dict(state["model"])  # copies in place, so the flat buffer stays shared
         optimizer.load_state_dict(state["optimizer"])
+        if state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler") is not None:
+            scaler.load_state_dict(state["scaler"])
+        if state.get("grad_norms") is not None:
+            norm_epochs, norm_rows = list(state["grad_norms"]["epochs"]), list(state["grad_norms"]["norms"])
         torch.set_rng_state(state["rng"])
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"])
@@ -187,61 +332,121 @@ def _train(cfg: dict[str, Any], data: Mapping[str, Any]) -> None:
             "epoch": epoch,
             "model": _to_cpu(model.state_dict()),
             "optimizer": _to_cpu(optimizer.state_dict()),
+            "scheduler": scheduler.state_dict(),
+            "scaler": None if scaler is None else scaler.state_dict(),
+            "grad_norms": {"epochs": list(norm_epochs), "norms": [list(r) for r in norm_rows]},
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
         }
 
-    n, batch_size = len(x_train), int(cfg["batch_size"])
-    x_epoch, y_epoch = torch.empty_like(x_train), torch.empty_like(y_train)  # this epoch's order
+    def artifacts(predictions: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
+        files: dict[str, Any] = {}
+        if want_confusion:
+            matrix = confusion_matrix(targets, predictions, num_classes).cpu()
+            files["confusion_matrix.csv"] = confusion_csv(matrix, data.get("classes"))
+            files["per_class_accuracy.csv"] = per_class_accuracy_csv(matrix, data.get("classes"))
+        if grad_norms is not None:
+            files["grad_norms.json"] = grad_norms_json(grad_norms.names, norm_epochs, norm_rows)
+        return files
+
+    def autocast() -> Any:
+        return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+    counts = {"parameters": count_parameters(model), "trainable_parameters": flat.numel()}
     first_grad = first.grad  # a view into the flat gradient, so the same tensor every step
+    assert first_grad is not None
     abs_buffer = torch.empty_like(first)
     forward, step = fast_forward(model), optimizer.step  # fast_forward(model)(x) == model(x), leaner
-    batchnorm = any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)) for m in model.modules())
-    for epoch in range(start, int(cfg["epochs"]) + 1):
+    # model.train(), except a linear probe's frozen body stays in eval (the same when nothing is frozen)
+    frozen = flat.numel() < counts["parameters"]
+    train_mode = (lambda: set_train_mode(model)) if frozen else model.train
+    train_mode()
+    # BatchNorm in training mode (not a probe's frozen one) cannot take a batch of one sample
+    batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules())
+    eval_batch = eval_batch_size(val, batch_size)
+    for epoch in range(start, epochs + 1):
         began = time.perf_counter()
-        model.train()
-        # The permutation comes from the CPU generator, so a seed gives the same order on any device.
-        order = torch.randperm(n).to(device)
-        # index_select is ~5x faster than x[order]; writing into buffers kept across epochs
-        # spares a fresh multi-MB allocation (and its page faults) every epoch.
-        torch.index_select(x_train, 0, order, out=x_epoch)
-        torch.index_select(y_train, 0, order, out=y_epoch)
-        batches = list(zip(x_epoch.split(batch_size), y_epoch.split(batch_size), strict=True))
-        if batchnorm and len(batches[-1][1]) == 1:
-            batches.pop()  # BatchNorm cannot normalise one sample in training mode
+        lr = optimizer.lr = scheduler.lr
+        train_mode()
         outputs: list[torch.Tensor] = []
+        labels: list[torch.Tensor] = []
         grad_l1: list[torch.Tensor] = []
-        for xb, yb in batches:
-            out = forward(xb)
-            loss = F.cross_entropy(out, yb)
+        skipped = 0
+        for xb, yb in train.epoch(batch_size, shuffle=True, drop_last_single=batchnorm):
+            if augment is not None:
+                xb = augment(xb)
+            if dtype is None:
+                out = forward(xb)
+                loss = F.cross_entropy(out, yb, label_smoothing=smoothing)
+            else:
+                with torch.autocast(device.type, dtype=dtype):
+                    out = forward(xb)
+                    loss = F.cross_entropy(out, yb, label_smoothing=smoothing)
+            outputs.append(out.detach())
+            labels.append(yb)
             grad.zero_()
-            loss.backward()
+            if scaler is None:
+                loss.backward()
+            else:
+                (loss * scaler.scale).backward()
+                if not scaler.unscale_(grad):  # inf / NaN: the scale was too large; skip this step
+                    skipped += 1
+                    continue
             # sum |g| (divided by the size below) via a kept buffer: 4x faster than
             # vector_norm(g, 1), and no fresh weight-sized allocation per step.
             grad_l1.append(torch.abs(first_grad, out=abs_buffer).sum())
+            if grad_norms is not None:
+                grad_norms.accumulate()
+            if clip is not None:
+                clip_grad_norm_(grad, clip)
             step()
-            outputs.append(out.detach())
+        if not outputs:
+            raise ValueError(f"no training batch: {train.num_samples} sample(s) in batches of {batch_size}")
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # so the clock measures the steps, not their queueing
+        train_seconds = time.perf_counter() - began
 
         with torch.no_grad():
             # The epoch's outputs, each from the step that trained on it: loss and accuracy over
             # all samples at once equal the sample-weighted mean of the per-batch values.
-            logits = torch.cat(outputs)
-            targets = y_epoch[: len(logits)]
-            train_loss = F.cross_entropy(logits, targets)
+            logits = torch.cat(outputs).float()
+            targets = torch.cat(labels)
+            train_loss = F.cross_entropy(logits, targets, label_smoothing=smoothing)
             train_accuracy = (logits.argmax(1) == targets).float().mean()
-            grad_abs = torch.stack(grad_l1).mean() / first.numel()
+            grad_abs = torch.stack(grad_l1).mean() / first.numel() if grad_l1 else logits.new_zeros(())
             weight_abs = first.abs().mean()
-        val_loss, val_accuracy = _evaluate(model, x_val, y_val)
-        # One device-to-host transfer per epoch, not one per metric.
-        values = torch.stack([train_loss, train_accuracy, val_loss, val_accuracy, weight_abs, grad_abs]).tolist()
+        val_loss, val_correct, val_correct_k, predictions, val_targets = evaluate(
+            model, val, eval_batch, device, autocast
+        )
+        n_val = len(val_targets)
+        values = [train_loss, train_accuracy, val_loss / n_val, val_correct / n_val, val_correct_k / n_val]
+        stacked = torch.stack([v.float() for v in (*values, weight_abs, grad_abs)])
+        if grad_norms is not None:
+            stacked = torch.cat([stacked, grad_norms.epoch_means()])
+        host = stacked.tolist()  # one device-to-host transfer per epoch, not one per metric
+        if grad_norms is not None:
+            norm_epochs.append(epoch)
+            norm_rows.append(host[7:])
+        trained = len(targets)
         metrics = {
             "epoch": epoch,
-            "train_loss": values[0],
-            "train_accuracy": values[1],
-            "val_loss": values[2],
-            "val_accuracy": values[3],
+            "train_loss": host[0],
+            "train_accuracy": host[1],
+            "val_loss": host[2],
+            "val_accuracy": host[3],
+            "val_top5_accuracy": host[4],
+            "val_error": 1.0 - host[3],
+            "val_top5_error": 1.0 - host[4],
+            "lr": lr,
             "seconds": time.perf_counter() - began,
-            "first_layer_weight_abs": values[4],
-            "first_layer_grad_abs": values[5],
+            "ms_per_image": 1000.0 * train_seconds / trained,
+            "iterations": len(outputs) - skipped,
+            **counts,
+            "first_layer_weight_abs": host[5],
+            "first_layer_grad_abs": host[6],
         }
-        reporter.report(metrics, checkpoint=lambda epoch=epoch: checkpoint(epoch))
+        scheduler.step(metrics)  # before the checkpoint, so a resumed trial starts at the next rate
+        files = None
+        if want_confusion or grad_norms is not None:
+            files = lambda p=predictions, t=val_targets: artifacts(p, t)  # noqa: E731 - called only when due
+        reporter.report(metrics, checkpoint=lambda epoch=epoch: checkpoint(epoch), artifacts=files)
