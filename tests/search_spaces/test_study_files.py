@@ -25,12 +25,32 @@ def fake_veri(tmp_path_factory):
     return write_fake_veri(tmp_path_factory.mktemp("veri"), size=(16, 16))
 
 
+@pytest.fixture(scope="module")
+def fake_image_root(tmp_path_factory):
+    """CIFAR-10 pickles, Fashion-MNIST IDX files and an image folder under one root."""
+    from trainables.classification.synthetic import (
+        write_fake_cifar10,
+        write_fake_fashion_mnist,
+        write_fake_image_folder,
+    )
+
+    root = tmp_path_factory.mktemp("images")
+    write_fake_cifar10(root, 20, 10)
+    write_fake_fashion_mnist(root, 20, 10)
+    return write_fake_image_folder(root, classes=3, per_class=2, size=8)
+
+
+CLASSIFY_ROOTED = ("cifar10", "iml_project4", "dl_tasks")  # studies whose data all lie under dataset.root
+
+
 @pytest.mark.parametrize("path", sorted(SPACES.glob("*.yaml")), ids=lambda p: p.stem)
-def test_shipped_study_file_is_valid(path, fake_npz, fake_veri):
+def test_shipped_study_file_is_valid(path, fake_npz, fake_veri, fake_image_root):
     text = path.read_text()
     overrides = {"dataset.path": str(fake_npz)} if "fashion_mnist" in text else {}
     if "trainable: reid" in text:  # no ImageNet weights can be here: validated untrained
         overrides = {"dataset.root": str(fake_veri), "model.pretrained": False}
+    if path.stem in CLASSIFY_ROOTED:  # sizes are checked against the real datasets' when loaded
+        overrides = {"dataset.root": str(fake_image_root), "model.weights": "random"}
     study, spec = prepare(path, overrides)
     assert study.sections and all(s.num_trials >= 1 for s in study.sections)
 
@@ -61,3 +81,23 @@ def test_reid_study_matches_the_coursework(fake_veri):
     assert dict(study.section("3.2").grid)["train_batch"] == (8, 16, 32, 64, 96, 128)
     assert dict(study.section("3.3").grid)["optimizer.name"] == ("sgd", "rmsprop", "adam", "amsgrad")
     assert study.defaults["optimizer"] == {"name": "amsgrad", "lr": 3e-4, "weight_decay": 5e-4}
+
+
+def test_zipped_sweeps_of_the_coursework_studies_are_the_listed_pairs(fake_image_root):
+    from expgrid.planning import sweep_points
+
+    study, _ = prepare(SPACES / "iml_project4.yaml", {"dataset.root": str(fake_image_root), "model.weights": "random"})
+    pairs = [(p["batch_size"], p["epochs"]) for p in sweep_points(study, study.section("3"))]
+    assert pairs == [(1, 1), (16, 10), (128, 50), (1024, 50)]
+    shapes = [(p["model.depth"], p["model.width"]) for p in sweep_points(study, study.section("4"))]
+    assert shapes == [(1, 16), (2, 16), (6, 16), (10, 16), (6, 8), (6, 32), (6, 64)]
+    transfer = sweep_points(study, study.section("5"))
+    assert len(transfer) == 15 and {p["mode"] for p in transfer} == {"scratch", "linear_probe", "fine_tune"}
+
+    study, _ = prepare(SPACES / "cifar10.yaml", {"dataset.root": str(fake_image_root)})
+    optimisers = sweep_points(study, study.section("1"))
+    assert len(optimisers) == 10  # 5 zipped optimiser settings × dropout 0 / 0.25
+    assert {(p["optimizer.name"], p["optimizer.momentum"]) for p in optimisers} == {
+        ("sgd", 0.0), ("sgd", 0.9), ("adam", 0.9), ("rmsprop", 0.9), ("adamw", 0.9)}  # fmt: skip
+    models = sweep_points(study, study.section("3"))
+    assert [(p["model.name"], p["batch_size"]) for p in models] == [("simple_cnn", 32), ("resnet9", 400), ("resnet20", 128)]
