@@ -409,6 +409,10 @@ class TrialEvents(Protocol):
 
     def trial_finished(self, index: int, error: str | None, at: float | None = None) -> None: ...
 
+    def results_received(self) -> None:
+        """Every row of one Tune result has been handed over: make them durable now, before Tune
+        registers the result's checkpoint (a resumed trial continues after that checkpoint)."""
+
 
 @dataclasses.dataclass
 class TuneSection:
@@ -479,9 +483,10 @@ class _EventBridge(tune.Callback):
                 if row.pop(RESTART_KEY, False):
                     self.events.trial_retried(index, "Ray Train restarted the trial's workers from its last checkpoint")
                 self.events.trial_result(index, row)
-            return
-        for row in result.get(ROWS_KEY) or []:
-            self._packed_row(trial.trial_id, row, node)
+        else:
+            for row in result.get(ROWS_KEY) or []:
+                self._packed_row(trial.trial_id, row, node)
+        self.events.results_received()
 
     def _packed_row(self, tune_id: str, row: dict[str, Any], node: str | None) -> None:
         index = int(row.pop(TRIAL_KEY))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -146,35 +145,22 @@ class RowLog:
     """``<section>/rows.jsonl``: every epoch row as the driver receives it, so a section resumed
     after the driver was killed still has the histories of the trials that were running.
 
-    Written through a buffer flushed every ``FLUSH_SECONDS`` by a background thread, not after
-    every row: a section of many small trials sends hundreds of rows a second."""
-
-    FLUSH_SECONDS = 0.5  # what a killed driver can lose at most; the trials resend it on resume
+    Rows are written as they come and flushed once per Tune result (:meth:`flush`), not once
+    per row: a pack of small trials delivers dozens of rows in one result."""
 
     def __init__(self, results: Path, section_id: str):
         path = section_dir(results, section_id) / "rows.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(path, "a")
-        self._lock = threading.Lock()
-        self._closed = threading.Event()
-        self._flusher = threading.Thread(target=self._flush_often, daemon=True, name="expgrid-rowlog")
-        self._flusher.start()
 
     def append(self, index: int, row: dict[str, Any]) -> None:
-        line = json.dumps({"trial": index, "row": row}, default=str) + "\n"
-        with self._lock:
-            self._file.write(line)
+        self._file.write(json.dumps({"trial": index, "row": row}, default=str) + "\n")
 
-    def _flush_often(self) -> None:
-        while not self._closed.wait(self.FLUSH_SECONDS):
-            with self._lock:
-                self._file.flush()
+    def flush(self) -> None:
+        self._file.flush()
 
     def close(self) -> None:
-        self._closed.set()
-        self._flusher.join()
-        with self._lock:
-            self._file.close()
+        self._file.close()
 
 
 def read_progress(results: Path, section_id: str, trials: list[TrialRecord]) -> set[int]:

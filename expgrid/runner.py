@@ -211,6 +211,9 @@ class _SectionEvents:
         self.tracker.log_epoch(self.section.id, index, metrics)
         self._redraw(False)
 
+    def results_received(self) -> None:
+        self.rows.flush()
+
     def trial_placed(self, index: int | None, node_id: str) -> None:
         if index is None or index in self.ended_before:
             return

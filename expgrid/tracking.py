@@ -1,7 +1,7 @@
 """MLflow tracking: study → section → trial nested runs, written from the driver only.
 
-Trials never talk to MLflow: their reports reach the driver through Tune, and one background
-thread here turns them into MLflow calls, merging queued per-epoch metrics into few
+Trials never talk to MLflow: their reports reach the driver through Tune, and one writer
+process here turns them into MLflow calls, merging queued per-epoch metrics into few
 ``log_batch`` calls. So the tracking server only has to be reachable from the driver, trials
 do not wait on it, and a slow server does not slow a section down.
 
@@ -19,14 +19,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import queue
 import shutil
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -106,147 +109,284 @@ def seed_sqlite_store(uri: str, artifact_root: Path | None = None) -> bool:
 
 
 class Tracker:
-    """Writes one study's runs. Methods return at once; :meth:`flush` waits for the writes."""
+    """Writes one study's runs from a separate process. Methods return at once; :meth:`flush`
+    waits for the writes.
+
+    MLflow's store costs about 40 ms of Python per trial (several SQL statements per call); in
+    the driver's process that competes for the interpreter with Tune's event loop and the
+    section reports. A writer process runs it on another core instead, and the driver never
+    imports MLflow's store code. Calls travel as plain data over a queue; the writer merges
+    queued per-epoch metrics into few ``log_batch`` calls whenever it is idle. If the driver
+    dies, the writer notices within a second and exits (the results on disk are complete;
+    ``expgrid sync`` uploads what MLflow lacks)."""
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None = None):
         self.uri = tracking_uri
+        self.errors: list[str] = []
+        self._state: dict[str, Any] = {}
+        self._closed = False
+        # A fresh interpreter (``python -m expgrid.mlflow_writer``), not multiprocessing: spawn
+        # would re-run the caller's main script in the child, fork would copy Ray's threads.
+        # Calls go down its stdin through a feeder thread (so the driver never blocks on a full
+        # pipe); replies come back on a pipe of their own.
+        read_replies, write_replies = os.pipe()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p or "." for p in sys.path)}
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "expgrid.mlflow_writer", str(os.getpid()), str(write_replies)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, pass_fds=(write_replies,), env=env,
+        )  # fmt: skip
+        os.close(write_replies)
+        self._replies = os.fdopen(read_replies, "rb")
+        self._outbox: queue.Queue[Any] = queue.Queue()
+        self._feeder = threading.Thread(target=self._feed, name="expgrid-mlflow-feeder", daemon=True)
+        self._feeder.start()
+        # Opening (or creating) the store takes seconds; it happens in the writer while the
+        # caller goes on (e.g. starts Ray).
+        self._call("open", tracking_uri, experiment, artifact_root)
+
+    def _feed(self) -> None:
+        stdin = self._process.stdin
+        assert stdin is not None
+        while True:
+            call = self._outbox.get()
+            try:
+                pickle.dump(call, stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                if self._outbox.empty():
+                    stdin.flush()
+            except (BrokenPipeError, OSError):
+                return  # the writer is gone; flush() reports it
+            if call is None:
+                stdin.close()
+                return
+
+    def _call(self, method: str, *args: Any) -> None:
+        if not self._closed:
+            self._outbox.put((method, args))
+
+    # --- runs (each queued; see _Writer for what they do) -----------------------------------
+
+    def start_study(self, name: str, params: Mapping[str, Any], run_id: str | None = None) -> None:
+        """Create the study run, or reopen ``run_id`` when a study is continued."""
+        self._call("start_study", name, dict(params), run_id)
+
+    def study_run_id(self) -> str | None:
+        self.flush()
+        return self._state.get("study")
+
+    @property
+    def opened(self) -> bool:
+        self.flush()
+        return bool(self._state.get("opened"))
+
+    def start_section(self, section_id: str, name: str, params: Mapping[str, Any]) -> None:
+        """Create the section's run under the study run (trials need not wait for it)."""
+        self._call("start_section", section_id, name, dict(params))
+
+    def start_trial(
+        self, section_id: str, index: int, name: str, config: Mapping[str, Any], tags: Mapping[str, str]
+    ) -> None:
+        self._call("start_trial", section_id, index, name, dict(config), dict(tags))
+
+    def log_epoch(self, section_id: str, index: int, metrics: Mapping[str, Any]) -> None:
+        step = int(metrics.get("epoch", 0))
+        values = [(k, float(v)) for k, v in metrics.items() if is_number(v) and k != "epoch"]
+        self._call("log_epoch", section_id, index, step, int(time.time() * 1000), values)
+
+    def log_trial_artifacts(self, section_id: str, index: int, files: Mapping[str, Path]) -> None:
+        """Upload a trial's artifact files (already written under the results directory)."""
+        self._call("log_trial_artifacts", section_id, index, dict(files))
+
+    def end_trial(self, section_id: str, index: int, status: str, tags: Mapping[str, str]) -> None:
+        self._call("end_trial", section_id, index, status, dict(tags))
+
+    def end_section(
+        self, section_id: str, status: str, metrics: Mapping[str, float], artifacts: Mapping[str, Any], tags: Mapping[str, str]
+    ) -> None:
+        # No wait here: the next section starts while the writes drain (end_study waits).
+        self._call("end_section", section_id, status, dict(metrics), dict(artifacts), dict(tags))
+
+    def end_study(self, status: str, artifacts: Mapping[str, Any] | None = None) -> None:
+        self._call("end_study", status, dict(artifacts or {}))
+        self.flush()
+
+    # --- waiting for the writer ---------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Wait until the writer has done every call made so far (and read its state)."""
+        if self._closed:
+            return
+        self._outbox.put(("flush", ()))
+        try:
+            self._state = pickle.load(self._replies)
+        except (EOFError, OSError, pickle.UnpicklingError):
+            self._lost()
+            return
+        self.errors = list(self._state.get("errors", []))
+
+    def close(self) -> None:
+        self.flush()
+        if self._closed:
+            return
+        self._closed = True
+        self._outbox.put(None)
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+        self._replies.close()
+
+    def _lost(self) -> None:
+        self._closed = True
+        code = self._process.poll()
+        self.errors.append(f"the MLflow writer process ended (exit code {code}); "
+                           "`expgrid sync RESULTS_DIR` uploads what is missing")  # fmt: skip
+
+
+def serve(parent: int, reply_fd: int) -> None:
+    """The writer process (``python -m expgrid.mlflow_writer``): do each call read from stdin;
+    write gathered metrics whenever no call is waiting; exit when the driver is gone."""
+    calls: queue.Queue[Any] = queue.Queue()
+
+    def read() -> None:
+        while True:
+            try:
+                calls.put(pickle.load(sys.stdin.buffer))
+            except (EOFError, OSError, pickle.UnpicklingError):
+                calls.put(None)
+                return
+
+    threading.Thread(target=read, daemon=True).start()
+    replies = os.fdopen(reply_fd, "wb")
+    writer = _Writer()
+    while True:
+        try:
+            call = calls.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent:
+                return  # the driver is gone
+            continue
+        if call is None:
+            return
+        method, args = call
+        if method == "flush":
+            with contextlib.suppress(Exception):
+                writer.write_metrics()
+            pickle.dump(writer.state(), replies)
+            replies.flush()
+            continue
+        if method != "open" and not writer.opened:
+            continue  # the store did not open: that error is recorded once, not for every call
+        try:
+            getattr(writer, method)(*args)
+            if calls.empty():
+                writer.write_metrics()  # idle: write what has gathered
+        except Exception as e:  # a tracking hiccup must not end the study; the results stay on disk
+            writer.errors.append(f"{method}: {type(e).__name__}: {e}")
+
+
+class _Writer:
+    """The MLflow calls behind :class:`Tracker`, in the writer process."""
+
+    def __init__(self) -> None:
         self._runs: dict[Any, str] = {}  # (section id, trial index) / section id / "study" → run id
-        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._pending_metrics: dict[str, list[Any]] = {}
         self.errors: list[str] = []
-        self._thread = threading.Thread(target=self._work, name="expgrid-mlflow", daemon=True)
-        self._thread.start()
-        # Importing MLflow and opening (or creating) its store takes seconds; it happens on the
-        # writer thread while the caller goes on (e.g. starts Ray).
-        self._queue.put(lambda: self._open(experiment, artifact_root))
+        self.opened = False
 
-    def _open(self, experiment: str, artifact_root: Path | None) -> None:
+    def state(self) -> dict[str, Any]:
+        return {"study": self._runs.get("study"), "opened": self.opened, "errors": list(self.errors)}
+
+    def open(self, uri: str, experiment: str, artifact_root: Path | None) -> None:
         import logging
 
         from mlflow.tracking import MlflowClient
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "creating tables" chatter
-        seed_sqlite_store(self.uri, artifact_root)
-        self.client = MlflowClient(self.uri)
+        seed_sqlite_store(uri, artifact_root)
+        self.client = MlflowClient(uri)
         existing = self.client.get_experiment_by_name(experiment)
         if existing is not None:
             self.experiment_id = existing.experiment_id
         else:
             # A local store keeps artifacts beside the results, not in the current directory.
             location = None
-            if artifact_root is not None and not self.uri.startswith(("http://", "https://", "databricks")):
+            if artifact_root is not None and not uri.startswith(("http://", "https://", "databricks")):
                 location = artifact_root.resolve().as_uri()
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        self.opened = True
 
-    # --- runs -----------------------------------------------------------------------------
-
-    def start_study(self, name: str, params: Mapping[str, Any], run_id: str | None = None) -> None:
-        """Create the study run, or reopen ``run_id`` when a study is continued (queued)."""
-
-        def start() -> None:
-            if run_id is not None and self._exists(run_id):
-                self.client.update_run(run_id, status="RUNNING")
-                self._runs["study"] = run_id
-            else:
-                tags = {"expgrid.kind": "study"}
-                self._runs["study"] = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
-                self._log_params(self._runs["study"], params)
-
-        self._queue.put(start)
-
-    def study_run_id(self) -> str | None:
-        self.flush()
-        return self._runs.get("study")
-
-    @property
-    def opened(self) -> bool:
-        return hasattr(self, "experiment_id")
+    def start_study(self, name: str, params: Mapping[str, Any], run_id: str | None) -> None:
+        if run_id is not None and self._exists(run_id):
+            self.client.update_run(run_id, status="RUNNING")
+            self._runs["study"] = run_id
+        else:
+            tags = {"expgrid.kind": "study"}
+            self._runs["study"] = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+            self._log_params(self._runs["study"], params)
 
     def start_section(self, section_id: str, name: str, params: Mapping[str, Any]) -> None:
-        """Create the section's run under the study run (queued: trials need not wait for it)."""
-
-        def start() -> None:
-            run = self.client.create_run(
-                self.experiment_id,
-                run_name=f"{section_id} {name}",
-                tags={
-                    PARENT_TAG: self._runs["study"],
-                    "expgrid.kind": "section",
-                    "expgrid.section_id": section_id,
-                    "expgrid.section_name": name,
-                },
-            )
-            self._runs[section_id] = run.info.run_id
-            self._log_params(run.info.run_id, params)
-
-        self._queue.put(start)
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"{section_id} {name}",
+            tags={
+                PARENT_TAG: self._runs["study"],
+                "expgrid.kind": "section",
+                "expgrid.section_id": section_id,
+                "expgrid.section_name": name,
+            },
+        )
+        self._runs[section_id] = run.info.run_id
+        self._log_params(run.info.run_id, params)
 
     def start_trial(self, section_id: str, index: int, name: str, config: Mapping[str, Any], tags: Mapping[str, str]) -> None:
-        def create() -> None:
-            run = self.client.create_run(
-                self.experiment_id,
-                run_name=name,
-                tags={PARENT_TAG: self._runs[section_id], "expgrid.kind": "trial", "expgrid.section_id": section_id,
-                      "expgrid.trial_index": str(index), **tags},
-            )  # fmt: skip
-            self._runs[(section_id, index)] = run.info.run_id
-            self._log_params(run.info.run_id, config)
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=name,
+            tags={PARENT_TAG: self._runs[section_id], "expgrid.kind": "trial", "expgrid.section_id": section_id,
+                  "expgrid.trial_index": str(index), **tags},
+        )  # fmt: skip
+        self._runs[(section_id, index)] = run.info.run_id
+        self._log_params(run.info.run_id, config)
 
-        self._queue.put(create)
-
-    def log_epoch(self, section_id: str, index: int, metrics: Mapping[str, Any]) -> None:
+    def log_epoch(self, section_id: str, index: int, step: int, when: int, values: list[tuple[str, float]]) -> None:
         from mlflow.entities import Metric
 
-        step = int(metrics.get("epoch", 0))
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if is_number(v) and k != "epoch"]
-        self._queue.put(lambda: self._pending_metrics.setdefault(self._runs[(section_id, index)], []).extend(batch))
+        batch = [Metric(k, v, when, step) for k, v in values]
+        self._pending_metrics.setdefault(self._runs[(section_id, index)], []).extend(batch)
 
     def log_trial_artifacts(self, section_id: str, index: int, files: Mapping[str, Path]) -> None:
-        """Upload a trial's artifact files (already written under the results directory)."""
-        self._queue.put(lambda: self._log_artifacts(self._runs[(section_id, index)], dict(files)))
+        self._log_artifacts(self._runs[(section_id, index)], files)
 
     def end_trial(self, section_id: str, index: int, status: str, tags: Mapping[str, str]) -> None:
-        def end() -> None:
-            from mlflow.entities import RunTag
+        from mlflow.entities import RunTag
 
-            run_id = self._runs[(section_id, index)]
-            # The run's remaining metrics and its tags in one write, then the status: a trial
-            # costs the store four writes in all (a section can end hundreds of trials a minute).
-            metrics = self._pending_metrics.pop(run_id, [])
-            tag_list = [RunTag(k, v) for k, v in tags.items()]
-            for start in range(0, max(1, len(metrics)), _BATCH_MAX):
-                self.client.log_batch(run_id, metrics=metrics[start : start + _BATCH_MAX], tags=tag_list if start == 0 else [])
-            self.client.set_terminated(run_id, status)
-
-        self._queue.put(end)
+        run_id = self._runs[(section_id, index)]
+        # The run's remaining metrics and its tags in one write, then the status: a trial
+        # costs the store four writes in all (a section can end hundreds of trials a minute).
+        metrics = self._pending_metrics.pop(run_id, [])
+        tag_list = [RunTag(k, v) for k, v in tags.items()]
+        for start in range(0, max(1, len(metrics)), _BATCH_MAX):
+            self.client.log_batch(run_id, metrics=metrics[start : start + _BATCH_MAX], tags=tag_list if start == 0 else [])
+        self.client.set_terminated(run_id, status)
 
     def end_section(
         self, section_id: str, status: str, metrics: Mapping[str, float], artifacts: Mapping[str, Any], tags: Mapping[str, str]
     ) -> None:
-        def end() -> None:
-            run_id = self._runs[section_id]
-            for key, value in metrics.items():
-                if is_number(value):
-                    self.client.log_metric(run_id, key, float(value))
-            for key, value in tags.items():
-                self.client.set_tag(run_id, key, value)
-            self._log_artifacts(run_id, artifacts)
-            self.client.set_terminated(run_id, status)
+        run_id = self._runs[section_id]
+        for key, value in metrics.items():
+            if is_number(value):
+                self.client.log_metric(run_id, key, float(value))
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, value)
+        self._log_artifacts(run_id, artifacts)
+        self.client.set_terminated(run_id, status)
 
-        # No wait here: the next section starts while the writes drain (end_study waits).
-        self._queue.put(end)
-
-    def end_study(self, status: str, artifacts: Mapping[str, Any] | None = None) -> None:
-        def end() -> None:
-            if "study" not in self._runs:
-                return  # the store never opened; the error is in self.errors
-            run_id = self._runs["study"]
-            self._log_artifacts(run_id, artifacts or {})
-            self.client.set_terminated(run_id, status)
-
-        self._queue.put(end)
-        self.flush()
+    def end_study(self, status: str, artifacts: Mapping[str, Any]) -> None:
+        if "study" not in self._runs:
+            return  # the store never opened; the error is in self.errors
+        run_id = self._runs["study"]
+        self._log_artifacts(run_id, artifacts)
+        self.client.set_terminated(run_id, status)
 
     def _log_artifacts(self, run_id: str, artifacts: Mapping[str, Any]) -> None:
         """``artifacts``: the path in the run (``report/table.md``) → a file (Path), text, or
@@ -272,31 +412,9 @@ class Tracker:
             shutil.copyfile(path, renamed)
             self.client.log_artifact(run_id, str(renamed), folder or None)
 
-    # --- the writer thread -----------------------------------------------------------------
-
-    def flush(self) -> None:
-        self._queue.join()
-
-    def close(self) -> None:
-        self.flush()
-        self._queue.put(None)
-        self._thread.join(timeout=30)
-
-    def _work(self) -> None:
-        while True:
-            job = self._queue.get()
-            try:
-                if job is None:
-                    return
-                job()
-                if self._queue.empty():
-                    self._write_metrics()  # idle: write what has gathered
-            except Exception as e:  # a tracking hiccup must not end the study; the results stay on disk
-                self.errors.append(f"{type(e).__name__}: {e}")
-            finally:
-                self._queue.task_done()
-
-    def _write_metrics(self) -> None:
+    def write_metrics(self) -> None:
+        if not self.opened:
+            return
         pending, self._pending_metrics = self._pending_metrics, {}
         for run_id, metrics in pending.items():
             for start in range(0, len(metrics), _BATCH_MAX):
