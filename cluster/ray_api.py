@@ -42,6 +42,18 @@ ROWS_KEY = "expgrid_rows"  # a result carries every epoch row since the trial's 
 NODE_KEY = "expgrid_node"  # the Ray node a trial (or pack) reported from
 RESTART_KEY = "expgrid_restarted"  # on the first row after Train restarted a trial's workers
 
+# Tune's usage telemetry for callbacks imports ray.air.integrations.mlflow, i.e. all of MLflow
+# (1.5-3 s on a 2-CPU machine), in the driver at the start of every section, only to compare
+# callback class names; expgrid's driver otherwise never imports MLflow (its writes run in a
+# process of their own). Skip that telemetry tag; where Ray has moved it, nothing changes.
+try:
+    from ray.air._internal import usage as _air_usage
+
+    if hasattr(_air_usage, "tag_callbacks"):
+        _air_usage.tag_callbacks = lambda callbacks: False
+except ImportError:
+    pass
+
 # Keep Tune quiet: expgrid prints its own progress line. Set before Tune reads them.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter is silent at verbose=0

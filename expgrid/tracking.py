@@ -263,10 +263,12 @@ def serve(parent: int, reply_fd: int) -> None:
             call = calls.get(timeout=1.0)
         except queue.Empty:
             if os.getppid() != parent:
-                return  # the driver is gone
+                os._exit(0)  # the driver is gone
             continue
         if call is None:
-            return
+            # Every write is committed. Exit without interpreter teardown: the stdin reader
+            # thread is blocked in a read, and MLflow's exit hooks would only cost time.
+            os._exit(0)
         method, args = call
         if method == "flush":
             with contextlib.suppress(Exception):
