@@ -184,11 +184,32 @@ def _check(study: Study, spec: TrainableSpec) -> None:
             try:
                 spec.check(plan.config)
             except ConfigError as e:
-                swept = {n for n in section.swept if e.field == n or e.field.startswith(n + ".")}
-                raise e.within(f"{field}.grid" if swept else "defaults") from None
+                raise _placed(e, study, section, field, plan) from None
 
 
 _MISSING = object()
+
+
+def _placed(error: ConfigError, study: Study, section: Section, field: str, plan: TrialPlan) -> ConfigError:
+    """The trainable's error, with its field placed where the study file sets the value: the
+    section's sweep or fixed values, the defaults, or else (a value the trainable defaults that
+    this trial's other settings make invalid, e.g. no weights for ``mode: linear_probe``) the
+    section, naming the trial."""
+
+    def covers(name: str) -> bool:
+        return error.field == name or error.field.startswith(name + ".")
+
+    where = next((kind for kind, names in (("grid", section.swept), ("fixed", section.fixed)) if any(map(covers, names))), None)
+    if where is not None:
+        return error.within(f"{field}.{where}")
+    parts = error.field.split(".")
+    for depth in range(1, len(parts) + 1):  # the value itself, or a shorthand above it (dataset: digits)
+        value = get_path(study.defaults, ".".join(parts[:depth]), _MISSING)
+        if value is not _MISSING and (depth == len(parts) or not isinstance(value, Mapping)):
+            return error.within("defaults")
+    trial = ", ".join(f"{k}={v}" for k, v in plan.swept.items())
+    return ConfigError(f"{field}.{error.field}", f"{error.expected} (for the trial {trial})", error.got,
+                       show_got=error.show_got)  # fmt: skip
 
 
 def _accepts(schema: Mapping[str, Any], name: str) -> bool:

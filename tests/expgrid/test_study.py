@@ -78,6 +78,11 @@ TRAINABLE_ERRORS = [
     ("unknown default", GOOD.replace("defaults: {epochs: 2}", "defaults: {epoch: 2}"), "defaults.epoch: expected a parameter", "did you mean epochs"),
     ("unknown metric", GOOD.replace("metric: score", "metric: accuracy"), "metric: expected a metric trainable 'toy' reports", "score"),
     ("missing import", GOOD.replace("trainable: toy", "trainable: no_such_pkg.mod:train"), "trainable: expected an importable module", "no_such_pkg"),
+    # A value the trainable defaults, made invalid by the section's grid: the section and trial are named.
+    ("mode needs weights", CLASSIFY.replace("grid: {optimizer.name: [adam, sgd]}", "grid: {mode: [scratch, fine_tune]}"),
+     "sections[0].model.weights: expected for mode fine_tune, a path", "(for the trial mode=fine_tune)"),
+    ("fixed value", CLASSIFY.replace('{id: "1", ', '{id: "1", fixed: {model.dropout: 2}, '),
+     "sections[0].fixed.model.dropout: expected a probability", "got 2"),
 ]
 
 
