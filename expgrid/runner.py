@@ -140,13 +140,17 @@ def run_study(study: Study, spec: TrainableSpec, options: RunOptions | None = No
     finally:
         facts = reports.StudyFacts.from_study(study, spec)
         # study.json also holds what `expgrid report` needs, so the report can be rebuilt from
-        # the results alone; "sections" are those this run's summary shows, in order.
-        records.write_json(results / "study.json", {**facts.to_json(), "study_file": str(study.path), "tracking_uri": uri,
-                                                    "mlflow_run_id": tracker.study_run_id(),
-                                                    "sections": [o.section.id for o in outcomes]})  # fmt: skip
+        # the results alone; "sections" are those this run's summary shows, in order. Written
+        # before the report (whatever happens to it), and again with the MLflow run id once
+        # MLflow's writes are done: the report is made while they drain.
+        facts_json = {**facts.to_json(), "study_file": str(study.path), "tracking_uri": uri,
+                      "sections": [o.section.id for o in outcomes]}  # fmt: skip
+        previous_run = state.get("mlflow_run_id") if state.get("tracking_uri") == uri else None
+        records.write_json(results / "study.json", {**facts_json, "mlflow_run_id": previous_run})
         report = _study_report(facts, outcomes, results, out)
         artifacts: dict[str, Any] = {f"report/{p.name}": p for p in (report.files if report else [])}
         tracker.end_study(status, {"summary.json": report.summary.to_json() if report else [], **artifacts})
+        records.write_json(results / "study.json", {**facts_json, "mlflow_run_id": tracker.study_run_id()})
         tracker.close()
         for error in tracker.errors[:5]:
             print(f"warning: MLflow: {error}", file=out)
