@@ -15,12 +15,15 @@ def test_a_section_of_two_worker_trials_under_asha_completes_and_releases_worker
     # 2 CPUs, trials of 2 workers at 1 CPU: one trial at a time, so each next trial can only
     # start once the previous one (completed, or cut by ASHA) has released its workers.
     # Trial 0 crashes once at epoch 3: Train restarts its workers from the epoch-2 checkpoint.
+    # Epochs take 0.3 s, as real ones take longer still: Ray Train registers a reported
+    # checkpoint asynchronously, and a crash at once after the report (sleep 0) could restart
+    # from the checkpoint before it (seen once in CI: resumed from epoch 1).
     study, spec = prepare(write_study(textwrap.dedent("""
         study: ddp
         trainable: toy
         metric: score
         mode: max
-        defaults: {epochs: 4, workers: 2}
+        defaults: {epochs: 4, workers: 2, sleep: 0.3}
         resources: {cpu: 1}
         sections:
           - id: a
