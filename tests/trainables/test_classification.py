@@ -268,6 +268,23 @@ def _run_steps(make, steps: int = 6) -> torch.Tensor:
     return param.detach()
 
 
+@pytest.mark.parametrize(
+    ("momentum", "nesterov", "weight_decay"),
+    [(0.0, False, 0.0), (0.0, False, 0.01), (0.9, True, 0.0), (0.8, True, 0.01)],
+)
+def test_plain_and_nesterov_sgd_match_torch_optim(momentum, nesterov, weight_decay):
+    cfg = {"name": "sgd", "lr": 0.05, "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay}
+    ours = _run_steps(lambda p: create_optimizer(cfg, p))
+    theirs = _run_steps(
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+    )
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
+    if not momentum:
+        assert create_optimizer(cfg, [nn.Parameter(torch.zeros(3))]).state["momentum_buffer"] == []
+    with pytest.raises(ValueError, match="Nesterov"):
+        create_optimizer({"name": "sgd", "momentum": 0.0, "nesterov": True}, [nn.Parameter(torch.zeros(3))])
+
+
 @pytest.mark.parametrize("name", sorted(_TORCH_OPTIMIZERS))
 def test_optimizers_match_torch_optim(name):
     assert set(_TORCH_OPTIMIZERS) == set(OPTIMIZERS.names())

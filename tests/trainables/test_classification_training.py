@@ -128,33 +128,6 @@ def test_training_options_are_accepted():
 # Optimizers: SGD variants and the flat buffer over a subset
 
 
-def _steps(make, steps: int = 6) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(0)
-    param = nn.Parameter(torch.randn(257, generator=gen))
-    optimizer = make([param])
-    for _ in range(steps):
-        param.grad = torch.randn(257, generator=gen)
-        optimizer.step()
-    return param.detach()
-
-
-@pytest.mark.parametrize(
-    ("momentum", "nesterov", "weight_decay"),
-    [(0.0, False, 0.0), (0.0, False, 0.01), (0.9, True, 0.0), (0.8, True, 0.01)],
-)
-def test_plain_and_nesterov_sgd_match_torch_optim(momentum, nesterov, weight_decay):
-    cfg = {"name": "sgd", "lr": 0.05, "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay}
-    ours = _steps(lambda p: create_optimizer(cfg, p))
-    theirs = _steps(
-        lambda p: torch.optim.SGD(p, lr=0.05, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
-    )
-    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
-    if not momentum:
-        assert create_optimizer(cfg, [nn.Parameter(torch.zeros(3))]).state["momentum_buffer"] == []
-    with pytest.raises(ValueError, match="Nesterov"):
-        create_optimizer({"name": "sgd", "momentum": 0.0, "nesterov": True}, [nn.Parameter(torch.zeros(3))])
-
-
 def test_optimizer_lr_is_the_hyper_entry_the_step_reads():
     param = nn.Parameter(torch.ones(4))
     optimizer = create_optimizer({"name": "sgd", "lr": 0.1, "momentum": 0.0}, [param])
