@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from expgrid import records
-from expgrid.config import flatten
 from expgrid.errors import ResultsError
 from expgrid.logfiles import log_path
 from expgrid.records import TrialRecord
 from expgrid.study import is_number
-from expgrid.tracking import PARENT_TAG, _param_text, seed_sqlite_store
+from expgrid.tracking import PARENT_TAG, _params, log_run_data, seed_sqlite_store
 
 _STATUS = {"completed": "FINISHED", "early_stopped": "FINISHED", "asha_stopped": "KILLED",
            "diverged": "FAILED", "failed": "FAILED"}  # fmt: skip
@@ -101,16 +100,13 @@ def _section_run(client: Any, experiment_id: str, study_run: str, results: Path,
 
 def _trial_run(client: Any, experiment_id: str, section_run: str, section_id: str, trial: TrialRecord,
                results: Path) -> None:  # fmt: skip
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, RunTag
 
     swept = " ".join(f"{k}={v}" for k, v in trial.swept.items())
     run = client.create_run(experiment_id, run_name=f"{section_id}/{trial.index} {swept}"[:250], tags={
         PARENT_TAG: section_run, "expgrid.kind": "trial", "expgrid.section_id": section_id,
         "expgrid.trial_index": str(trial.index), "expgrid.synced": "true",
     }).info.run_id  # fmt: skip
-    params = [Param(k, _param_text(v)) for k, v in flatten(trial.config).items()]
-    for start in range(0, len(params), 100):
-        client.log_batch(run, params=params[start : start + 100])
     when = int((trial.ended or 0) * 1000)
     metrics = [Metric(k, float(v), when, int(row.get("epoch", 0))) for row in trial.history
                for k, v in row.items() if is_number(v) and k != "epoch"]  # fmt: skip
@@ -118,8 +114,7 @@ def _trial_run(client: Any, experiment_id: str, section_run: str, section_id: st
             RunTag("expgrid.last_epoch", str(trial.last_epoch))]  # fmt: skip
     if trial.error:
         tags.append(RunTag("expgrid.error", trial.error[:5000]))
-    for start in range(0, max(1, len(metrics)), 1000):
-        client.log_batch(run, metrics=metrics[start : start + 1000], tags=tags if start == 0 else [])
+    log_run_data(client, run, params=_params(trial.config), metrics=metrics, tags=tags)
     folder = records.trial_dir(results, section_id, trial.index)
     for name in trial.artifacts:
         if (folder / name).is_file():

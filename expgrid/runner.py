@@ -199,7 +199,7 @@ class _SectionEvents:
         if trial.started is None:
             trial.started = at or time.time()
             name = f"{self.section.id}/{index} " + " ".join(f"{k}={_short(v)}" for k, v in trial.swept.items())
-            self.tracker.start_trial(self.section.id, index, name[:250], trial.config, {})
+            self.tracker.start_trial(self.section.id, index, name[:250], trial.config, {}, trial.started)
         trial.status = RUNNING
         self._redraw(False)
 
@@ -246,7 +246,7 @@ class _SectionEvents:
                 "expgrid.last_epoch": str(trial.last_epoch)}  # fmt: skip
         if error:
             tags["expgrid.error"] = error[:5000]
-        self.tracker.end_trial(self.section.id, index, _MLFLOW_STATUS[trial.status], tags)
+        self.tracker.end_trial(self.section.id, index, _MLFLOW_STATUS[trial.status], tags, trial.ended)
         self._redraw(True)
 
     def _redraw(self, trial_ended: bool) -> None:

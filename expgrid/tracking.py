@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from expgrid.study import is_number
 
 PARENT_TAG = "mlflow.parentRunId"
 _PARAM_MAX = 6000  # MLflow's limit on a param value's length
-_BATCH_MAX = 1000  # MLflow's limit on metrics per log_batch
+_BATCH_MAX = 1000  # MLflow's limit on the entries (metrics, params, tags) of one log_batch
 
 
 def default_tracking_uri(results_dir: Path) -> str:
@@ -183,9 +183,10 @@ class Tracker:
         self._call("start_section", section_id, name, dict(params))
 
     def start_trial(
-        self, section_id: str, index: int, name: str, config: Mapping[str, Any], tags: Mapping[str, str]
+        self, section_id: str, index: int, name: str, config: Mapping[str, Any], tags: Mapping[str, str], started: float
     ) -> None:
-        self._call("start_trial", section_id, index, name, dict(config), dict(tags))
+        """``started``: the trial's start (epoch seconds); the writer may create the run later."""
+        self._call("start_trial", section_id, index, name, dict(config), dict(tags), int(started * 1000))
 
     def log_epoch(self, section_id: str, index: int, metrics: Mapping[str, Any]) -> None:
         step = int(metrics.get("epoch", 0))
@@ -196,8 +197,8 @@ class Tracker:
         """Upload a trial's artifact files (already written under the results directory)."""
         self._call("log_trial_artifacts", section_id, index, dict(files))
 
-    def end_trial(self, section_id: str, index: int, status: str, tags: Mapping[str, str]) -> None:
-        self._call("end_trial", section_id, index, status, dict(tags))
+    def end_trial(self, section_id: str, index: int, status: str, tags: Mapping[str, str], ended: float) -> None:
+        self._call("end_trial", section_id, index, status, dict(tags), int(ended * 1000))
 
     def end_section(
         self, section_id: str, status: str, metrics: Mapping[str, float], artifacts: Mapping[str, Any], tags: Mapping[str, str]
@@ -268,11 +269,12 @@ def serve(parent: int, reply_fd: int) -> None:
         if call is None:
             # Every write is committed. Exit without interpreter teardown: the stdin reader
             # thread is blocked in a read, and MLflow's exit hooks would only cost time.
+            writer.close()
             os._exit(0)
         method, args = call
         if method == "flush":
             with contextlib.suppress(Exception):
-                writer.write_metrics()
+                writer.write_pending()
             pickle.dump(writer.state(), replies)
             replies.flush()
             continue
@@ -281,7 +283,7 @@ def serve(parent: int, reply_fd: int) -> None:
         try:
             getattr(writer, method)(*args)
             if calls.empty():
-                writer.write_metrics()  # idle: write what has gathered
+                writer.write_pending()  # idle: write what has gathered
         except Exception as e:  # a tracking hiccup must not end the study; the results stay on disk
             writer.errors.append(f"{method}: {type(e).__name__}: {e}")
 
@@ -291,7 +293,10 @@ class _Writer:
 
     def __init__(self) -> None:
         self._runs: dict[Any, str] = {}  # (section id, trial index) / section id / "study" → run id
-        self._pending_metrics: dict[str, list[Any]] = {}
+        self._unopened: dict[tuple[str, int], tuple[str, Mapping[str, Any], Mapping[str, str], int]] = {}
+        self._unlogged_params: dict[tuple[str, int], Mapping[str, Any]] = {}
+        self._pending_metrics: dict[tuple[str, int], list[Any]] = {}
+        self._wal_path: Path | None = None
         self.errors: list[str] = []
         self.opened = False
 
@@ -305,6 +310,9 @@ class _Writer:
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "creating tables" chatter
         seed_sqlite_store(uri, artifact_root)
+        if uri.startswith("sqlite:///") and _on_local_disk(Path(uri[len("sqlite:///"):])):
+            self._wal_path = Path(uri[len("sqlite:///"):])
+            _write_ahead_log(self._wal_path)
         self.client = MlflowClient(uri)
         existing = self.client.get_experiment_by_name(experiment)
         if existing is not None:
@@ -340,36 +348,54 @@ class _Writer:
         self._runs[section_id] = run.info.run_id
         self._log_params(run.info.run_id, params)
 
-    def start_trial(self, section_id: str, index: int, name: str, config: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+    # A trial's run is created when the writer is idle (so running trials show in the UI), or
+    # else at the trial's end together with all its data: when trials end faster than the store
+    # takes them (many small trials), a trial costs three writes instead of five.
+
+    def start_trial(self, section_id: str, index: int, name: str, config: Mapping[str, Any], tags: Mapping[str, str],
+                    started: int) -> None:  # fmt: skip
+        self._unopened[(section_id, index)] = (name, config, tags, started)
+
+    def _create_trial_run(self, key: tuple[str, int], tags: Mapping[str, str]) -> str:
+        name, config, start_tags, started = self._unopened.pop(key)
+        section_id, index = key
         run = self.client.create_run(
             self.experiment_id,
+            start_time=started,
             run_name=name,
             tags={PARENT_TAG: self._runs[section_id], "expgrid.kind": "trial", "expgrid.section_id": section_id,
-                  "expgrid.trial_index": str(index), **tags},
+                  "expgrid.trial_index": str(index), **start_tags, **tags},
         )  # fmt: skip
-        self._runs[(section_id, index)] = run.info.run_id
-        self._log_params(run.info.run_id, config)
+        self._runs[key] = run.info.run_id
+        self._unlogged_params[key] = config
+        return run.info.run_id
+
+    def _trial_run(self, key: tuple[str, int]) -> str:
+        if key in self._unopened:
+            run_id = self._create_trial_run(key, {})
+            log_run_data(self.client, run_id, params=_params(self._unlogged_params.pop(key)))
+        return self._runs[key]
 
     def log_epoch(self, section_id: str, index: int, step: int, when: int, values: list[tuple[str, float]]) -> None:
         from mlflow.entities import Metric
 
-        batch = [Metric(k, v, when, step) for k, v in values]
-        self._pending_metrics.setdefault(self._runs[(section_id, index)], []).extend(batch)
+        self._pending_metrics.setdefault((section_id, index), []).extend(Metric(k, v, when, step) for k, v in values)
 
     def log_trial_artifacts(self, section_id: str, index: int, files: Mapping[str, Path]) -> None:
-        self._log_artifacts(self._runs[(section_id, index)], files)
+        self._log_artifacts(self._trial_run((section_id, index)), files)
 
-    def end_trial(self, section_id: str, index: int, status: str, tags: Mapping[str, str]) -> None:
+    def end_trial(self, section_id: str, index: int, status: str, tags: Mapping[str, str], ended: int) -> None:
         from mlflow.entities import RunTag
 
-        run_id = self._runs[(section_id, index)]
-        # The run's remaining metrics and its tags in one write, then the status: a trial
-        # costs the store four writes in all (a section can end hundreds of trials a minute).
-        metrics = self._pending_metrics.pop(run_id, [])
-        tag_list = [RunTag(k, v) for k, v in tags.items()]
-        for start in range(0, max(1, len(metrics)), _BATCH_MAX):
-            self.client.log_batch(run_id, metrics=metrics[start : start + _BATCH_MAX], tags=tag_list if start == 0 else [])
-        self.client.set_terminated(run_id, status)
+        key = (section_id, index)
+        metrics = self._pending_metrics.pop(key, [])
+        if key in self._unopened:
+            run_id = self._create_trial_run(key, tags)
+            log_run_data(self.client, run_id, params=_params(self._unlogged_params.pop(key)), metrics=metrics)
+        else:
+            run_id = self._runs[key]
+            log_run_data(self.client, run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
+        self.client.set_terminated(run_id, status, end_time=ended)
 
     def end_section(
         self, section_id: str, status: str, metrics: Mapping[str, float], artifacts: Mapping[str, Any], tags: Mapping[str, str]
@@ -414,20 +440,30 @@ class _Writer:
             shutil.copyfile(path, renamed)
             self.client.log_artifact(run_id, str(renamed), folder or None)
 
-    def write_metrics(self) -> None:
+    def write_pending(self) -> None:
+        """Create the runs of started trials and write their gathered metrics (when idle)."""
         if not self.opened:
             return
+        for key in list(self._unopened):
+            self._trial_run(key)
         pending, self._pending_metrics = self._pending_metrics, {}
-        for run_id, metrics in pending.items():
-            for start in range(0, len(metrics), _BATCH_MAX):
-                self.client.log_batch(run_id, metrics=metrics[start : start + _BATCH_MAX])
+        for key, metrics in pending.items():
+            log_run_data(self.client, self._runs[key], metrics=metrics)
 
     def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
+        log_run_data(self.client, run_id, params=_params(params))
 
-        items = [Param(k, _param_text(v)) for k, v in flatten(params).items()]
-        for start in range(0, len(items), 100):  # MLflow allows 100 params per batch
-            self.client.log_batch(run_id, params=items[start : start + 100])
+    def close(self) -> None:
+        """Fold the write-ahead log back into the database file (see ``_write_ahead_log``)."""
+        if self._wal_path is None:
+            return
+        with contextlib.suppress(Exception):
+            self.client._tracking_client.store.engine.dispose()  # its pooled connections
+        with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(self._wal_path)) as db:
+            # Back to a plain journal when no one else has the store open (else the log is
+            # emptied into the file and stays, for the other reader).
+            if db.execute("PRAGMA journal_mode=DELETE").fetchone()[0] != "delete":
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _exists(self, run_id: str) -> bool:
         try:
@@ -435,6 +471,74 @@ class _Writer:
             return True
         except Exception:
             return False
+
+
+def _params(config: Mapping[str, Any]) -> list[Any]:
+    from mlflow.entities import Param
+
+    return [Param(k, _param_text(v)) for k, v in flatten(config).items()]
+
+
+def log_run_data(client: Any, run_id: str, params: Sequence[Any] = (), metrics: Sequence[Any] = (),
+                 tags: Sequence[Any] = ()) -> None:  # fmt: skip
+    """A run's params, metrics and tags in as few ``log_batch`` calls as MLflow allows (each
+    call: at most 100 params, 100 tags and 1000 entries in all)."""
+    params, metrics, tags = list(params), list(metrics), list(tags)
+    while params or metrics or tags:
+        batch_params, params = params[:100], params[100:]
+        batch_tags, tags = tags[:100], tags[100:]
+        room = _BATCH_MAX - len(batch_params) - len(batch_tags)
+        batch_metrics, metrics = metrics[:room], metrics[room:]
+        client.log_batch(run_id, metrics=batch_metrics, params=batch_params, tags=batch_tags)
+
+
+# Filesystems where SQLite's write-ahead log must not be used: it needs shared memory that
+# every process opening the database can map, which network filesystems do not provide.
+_NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre",
+                                  "gpfs", "beegfs", "fuse.sshfs", "fuse.s3fs", "fuse.gcsfuse", "afs"})  # fmt: skip
+
+
+def _on_local_disk(path: Path, mounts: str | None = None) -> bool:
+    """Whether ``path`` is on a local filesystem, by the mount table (``mounts``: the text of
+    /proc/self/mounts; read when not given). False where there is none (not Linux)."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/self/mounts").read_text()
+        except OSError:
+            return False
+    target, best, kind = str(path.resolve()), "", ""
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")  # the table writes a space in a path as \040
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return bool(best) and kind not in _NETWORK_FILESYSTEMS
+
+
+def _write_ahead_log(database: Path) -> None:
+    """Every SQLite connection this process opens to ``database`` uses a write-ahead log and
+    syncs at checkpoints only. In the default rollback journal every MLflow call's commit syncs
+    the disk several times: a third of the writer's time. A crash of this process loses
+    nothing committed; a power cut can lose the last commits, never the database (and the
+    results on disk hold everything: ``expgrid sync`` re-uploads). ``_Writer.close`` folds the
+    log back into the file. Other databases (the empty-store template) are left alone."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    wanted = str(database.resolve())
+
+    def pragmas(connection: Any, _record: Any) -> None:
+        if not isinstance(connection, sqlite3.Connection):
+            return
+        opened = connection.execute("PRAGMA database_list").fetchone()
+        if opened is not None and opened[2] == wanted:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+
+    event.listen(Engine, "connect", pragmas)
 
 
 def _param_text(value: Any) -> str:
