@@ -83,8 +83,8 @@ def _end_of_experiment_without_waiting_for_starts() -> None:
         controller._cleanup_cached_actors(force_all=True)
         deadline = time.monotonic() + 5
         while manager.num_total_actors and time.monotonic() < deadline:
-            if not manager.next(timeout=0.5):
-                break  # nothing stopped for 0.5 s: what is left is still starting
+            if not manager.next(timeout=0.25):
+                break  # nothing stopped for 0.25 s: what is left is still starting
         # Tune's own forced clean-up would still wait for a starting actor; this kills it.
         controller._stopping_actors.clear()
         manager.cleanup()
