@@ -24,6 +24,7 @@ import ray
 from ray import tune
 
 import expgrid.reporter as reporter
+from expgrid import interrupts
 from expgrid.planning import asha_grace_period
 from expgrid.stopping import ARTIFACTS_KEY, TrialRules
 from expgrid.study import Scheduler
@@ -541,6 +542,7 @@ class _EventBridge(tune.Callback):
         self.events = events
         self.ended: set[int] = set()  # trials whose end the driver has seen (repeats are dropped)
         self.running: dict[str, int] = {}  # Tune trial id → the packed trial it is running
+        self.stop_sent = False
 
     # Tune pickles its run config (callbacks included) into the experiment folder; the events
     # sink holds threads and clients and is the driver's own, so it is left out.
@@ -550,7 +552,14 @@ class _EventBridge(tune.Callback):
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Unpickled when Tune restores an experiment: report to the section now being resumed.
         self.events = _restoring_events  # type: ignore[assignment]
-        self.ended, self.running = set(), {}
+        self.ended, self.running, self.stop_sent = set(), {}, False
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        # A stop asked for before this Tune run listened for its stop signal (a Ctrl-C just as
+        # the section started): tell it now.
+        if not self.stop_sent and interrupts.stop_requested():
+            self.stop_sent = True
+            interrupts.ask_tune_to_stop()
 
     @staticmethod
     def _members(trial: Any) -> list[dict[str, Any]]:

@@ -15,6 +15,8 @@ import yaml
 
 from expgrid.config import flatten
 from expgrid.errors import EXIT_FAILED, EXIT_INVALID, ConfigError, ResultsError, StudyFailed, StudyFileError
+from expgrid.interrupts import Interrupted
+from expgrid.locking import ResultsBusy
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,11 +24,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (StudyFileError, ResultsError) as e:
+    except (StudyFileError, ResultsError, ResultsBusy) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INVALID
     except StudyFailed as e:
         print(f"study stopped: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except Interrupted as e:
+        if e.outcome is not None:
+            _print_end(e.outcome)
+        print(f"interrupted: {e}; run the same command with --resume to continue", file=sys.stderr)
+        return e.exit_code
+    except OSError as e:  # a full disk, a permission: the path and the reason, not a traceback
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
         return EXIT_FAILED
 
 
@@ -126,7 +137,7 @@ def _load(args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace) -> int:
-    from expgrid.runner import RunOptions, print_summary, run_study
+    from expgrid.runner import RunOptions, run_study
 
     study, spec = _load(args)  # every check before Ray starts
     options = RunOptions(
@@ -140,13 +151,19 @@ def _run(args: argparse.Namespace) -> int:
         storage=args.storage if args.storage is None or "://" in args.storage else str(Path(args.storage).resolve()),
         num_cpus=args.num_cpus,
     )
-    outcome = run_study(study, spec, options)
-    print_summary(study, outcome)
+    _print_end(run_study(study, spec, options))
+    return 0
+
+
+def _print_end(outcome) -> None:
+    """The summary and where everything is, as a run ends (also a stopped one)."""
+    from expgrid.runner import print_summary
+
+    print_summary(outcome.study, outcome)
     print(f"\nResults: {outcome.results_dir}")
     if outcome.summary is not None:
         print(f"Report:  {outcome.results_dir / 'report' / 'report.md'} (tables, plots; `expgrid report` rebuilds it)")
     print(f"Open the MLflow UI:  {ui_command(outcome.tracking_uri)}   then browse http://127.0.0.1:5000")
-    return 0
 
 
 def ui_command(tracking_uri: str) -> str:

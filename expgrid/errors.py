@@ -12,6 +12,7 @@ from __future__ import annotations
 
 EXIT_INVALID = 2  # bad study file or bad command-line value
 EXIT_FAILED = 1  # the study ran but could not finish (e.g. every trial of a section failed)
+EXIT_INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it)
 
 
 class ExpgridError(Exception):

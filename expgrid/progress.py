@@ -48,7 +48,10 @@ class ProgressLine:
         elapsed = time.monotonic() - self._start
         return f"  {self.label} [{bar}] {self.done}/{self.total} done · {self.running} running{failed}{best} · {elapsed:.0f}s"
 
-    def close(self) -> None:
-        if self.tty:
+    def close(self, note: str | None = None) -> None:
+        """End the line; ``note`` (e.g. "interrupted (Ctrl-C)") is added to its last state."""
+        if note:
+            self.stream.write(("\r\033[K" if self.tty else "") + f"{self.text()} · {note}\n")
+        elif self.tty:
             self.stream.write("\n")
-            self.stream.flush()
+        self.stream.flush()

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
+import re
 from pathlib import Path
 from typing import Any
 
+from expgrid import durable
+from expgrid.durable import Warn
 from expgrid.stopping import (
     ASHA_STOPPED,
     COMPLETED,
     DIVERGED,
     EARLY_STOPPED,
     FAILED,
+    INTERRUPTED,
     SCORED,
     STOP_KEY,
     is_finite_number,
@@ -26,7 +29,8 @@ from expgrid.stopping import (
 
 RUNNING = "running"
 PENDING = "pending"
-__all__ = ["ASHA_STOPPED", "COMPLETED", "DIVERGED", "EARLY_STOPPED", "FAILED", "PENDING", "RUNNING", "TrialRecord"]
+__all__ = ["ASHA_STOPPED", "COMPLETED", "DIVERGED", "EARLY_STOPPED", "FAILED", "INTERRUPTED", "PENDING", "RUNNING",
+           "TrialRecord"]  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -137,10 +141,7 @@ def write_artifacts(results: Path, section_id: str, trial: TrialRecord, files: d
 
 
 def append_trial(results: Path, section_id: str, trial: TrialRecord) -> None:
-    path = section_dir(results, section_id) / "trials.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(trial.to_json(), default=str) + "\n")
+    durable.append_line(section_dir(results, section_id) / "trials.jsonl", trial.to_json())
 
 
 class RowLog:
@@ -165,50 +166,88 @@ class RowLog:
         self._file.close()
 
 
-def read_progress(results: Path, section_id: str, trials: list[TrialRecord]) -> set[int]:
+_TRIAL_LINE = "a trial record per line (JSON Lines) written by expgrid"
+_ROW_LINE = "an epoch row per line (JSON Lines) written by expgrid"
+
+
+def _unfinished_fix(section_id: str) -> str:
+    return (f"move it away and run again without --resume to rerun section {section_id} from the start, "
+            "or restore it from a copy")  # fmt: skip
+
+
+def read_progress(results: Path, section_id: str, trials: list[TrialRecord], *, asha: bool, warn: Warn) -> set[int]:
     """Fill ``trials`` from an interrupted attempt: ended trials from trials.jsonl, the others'
-    histories from rows.jsonl. Returns the indices of the trials that had ended."""
+    histories from rows.jsonl. Returns the indices of the trials that had ended.
+
+    A cut last line of either file is dropped (and cut off the file, which is appended to next).
+    A trial whose end record was that cut line is rebuilt from its rows when they show how it
+    ended (its last planned epoch, or a stop), so a completed trial stays completed; otherwise
+    it continues as a running trial would. Trials interrupted by a stop are not ended."""
     folder = section_dir(results, section_id)
     by_index = {t.index: t for t in trials}
     ended: set[int] = set()
-    for line in _lines(folder / "trials.jsonl"):
-        record = TrialRecord.from_json(line)
-        if record.index in by_index:
+    lines, cut = durable.read_jsonl(folder / "trials.jsonl", _TRIAL_LINE, _unfinished_fix(section_id), warn, repair=True)
+    for number, line in enumerate(lines, start=1):
+        record = _trial_from_json(line, folder / "trials.jsonl", f"line {number}", _unfinished_fix(section_id))
+        if record.index in by_index and record.status != INTERRUPTED:
             by_index[record.index].__dict__.update(record.__dict__)
             ended.add(record.index)
-    for line in _lines(folder / "rows.jsonl"):
-        if line["trial"] in by_index and line["trial"] not in ended:
+    rows, _ = durable.read_jsonl(folder / "rows.jsonl", _ROW_LINE, _unfinished_fix(section_id), warn, repair=True)
+    for line in rows:
+        if not isinstance(line, dict) or not isinstance(line.get("row"), dict):
+            raise durable.RecordError(folder / "rows.jsonl", _ROW_LINE, f"a line that is not one ({line!r:.40})",
+                                      _unfinished_fix(section_id))  # fmt: skip
+        if line.get("trial") in by_index and line["trial"] not in ended:
             by_index[line["trial"]].add_row(line["row"])
+    index = _index_of_cut_record(cut)
+    if index in by_index and index not in ended:
+        trial = by_index[index]
+        if _rebuild_ending(trial, asha, ended_at=(folder / "trials.jsonl").stat().st_mtime):
+            append_trial(results, section_id, trial)
+            ended.add(index)
+            warn(f"{folder / 'trials.jsonl'}: trial {index}'s record rebuilt from rows.jsonl ({trial.status})")
     return ended
 
 
-def _lines(path: Path) -> list[dict[str, Any]]:
+def _index_of_cut_record(text: str | None) -> int | None:
+    """The trial index at the start of a cut trials.jsonl line (``{"index": 3, ...``)."""
+    match = re.match(r'\s*\{\s*"index"\s*:\s*(\d+)', text or "")
+    return int(match.group(1)) if match else None
+
+
+def _rebuild_ending(trial: TrialRecord, asha: bool, ended_at: float) -> bool:
+    """Give ``trial`` the ending its rows show, if they show one (a stop, or its last epoch)."""
+    if not trial.history:
+        return False
+    planned = trial.config.get("epochs")
+    stopped = bool(trial.history[-1].get(STOP_KEY))
+    if not stopped and not (isinstance(planned, int) and trial.last_epoch >= planned):
+        return False
+    trial.status, trial.ended = ending(trial.history, None, planned, asha), ended_at
+    return True
+
+
+def _trial_from_json(data: Any, path: Path, where: str, fix: str) -> TrialRecord:
     try:
-        text = path.read_text()
-    except OSError:
-        return []
-    out = []
-    for line in text.splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            pass  # the last line of a file being written when the driver was killed
-    return out
+        return TrialRecord.from_json(data)
+    except (TypeError, ValueError):
+        raise durable.RecordError(path, f"{_TRIAL_LINE} ({where})", f"{str(data)[:40]!r}", fix) from None
 
 
 def write_json(path: Path, data: Any) -> None:
     """Write atomically: a crash mid-write leaves the old file, never half of the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    durable.write_json(path, data)
 
 
-def read_json(path: Path) -> Any | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+def read_study_state(results: Path) -> dict[str, Any] | None:
+    """``study.json`` (None when there is none)."""
+    path = results / "study.json"
+    fix = ("delete it to start the study's record afresh (finished sections are found again from their own "
+           "records), or restore it from a copy")  # fmt: skip
+    data = durable.read_json(path, "a study record (JSON) written by expgrid", fix)
+    if data is not None and not isinstance(data, dict):
+        raise durable.RecordError(path, "a study record (JSON) written by expgrid", f"{str(data)[:40]!r}", fix)
+    return data
 
 
 def write_section(results: Path, section_id: str, summary: dict[str, Any], trials: list[TrialRecord]) -> None:
@@ -218,9 +257,30 @@ def write_section(results: Path, section_id: str, summary: dict[str, Any], trial
 
 
 def read_section(results: Path, section_id: str) -> dict[str, Any] | None:
-    return read_json(section_dir(results, section_id) / "section.json")
+    """A finished section's ``section.json`` (None when the section has not finished)."""
+    path = section_dir(results, section_id) / "section.json"
+    expected = "a section record (JSON) written by expgrid"
+    fix = f"delete it to run section {section_id} again, or restore it from a copy"
+    data = durable.read_json(path, expected, fix)
+    if data is not None and not (isinstance(data, dict) and "id" in data and "best" in data):
+        raise durable.RecordError(path, expected, f"{str(data)[:40]!r}", fix)
+    return data
 
 
 def read_trials(results: Path, section_id: str) -> list[TrialRecord]:
-    data = read_json(section_dir(results, section_id) / "trials.json") or []
-    return [TrialRecord.from_json(d) for d in data]
+    """A finished section's trial records: ``trials.json``, or, when it is missing, the last
+    record of each trial in ``trials.jsonl`` (which holds every trial by the section's end)."""
+    folder = section_dir(results, section_id)
+    fix = "delete it: expgrid rebuilds it from trials.jsonl"
+    data = durable.read_json(folder / "trials.json", "a list of trial records (JSON) written by expgrid", fix)
+    if data is not None:
+        if not isinstance(data, list):
+            raise durable.RecordError(folder / "trials.json", "a list of trial records", f"{str(data)[:40]!r}", fix)
+        return [_trial_from_json(d, folder / "trials.json", f"item {i}", fix) for i, d in enumerate(data)]
+    lines, _ = durable.read_jsonl(folder / "trials.jsonl", _TRIAL_LINE, "restore it from a copy, or delete the "
+                                  "section's folder to run it again", lambda text: None)  # fmt: skip
+    latest = {}
+    for number, line in enumerate(lines, start=1):
+        record = _trial_from_json(line, folder / "trials.jsonl", f"line {number}", "restore it from a copy")
+        latest[record.index] = record
+    return [latest[i] for i in sorted(latest)]

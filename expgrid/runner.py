@@ -17,13 +17,15 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from expgrid import planning, records, reports, tracking
+from expgrid import interrupts, planning, records, reports, tracking
 from expgrid.config import flatten
 from expgrid.errors import ConfigError, StudyFailed, StudyFileError
+from expgrid.interrupts import Interrupted
+from expgrid.locking import hold
 from expgrid.logfiles import SectionLog
 from expgrid.progress import ProgressLine
-from expgrid.records import FAILED, RUNNING, SCORED, TrialRecord
-from expgrid.stopping import ARTIFACTS_KEY
+from expgrid.records import FAILED, INTERRUPTED, RUNNING, SCORED, TrialRecord
+from expgrid.stopping import ARTIFACTS_KEY, MLFLOW_STATUS
 from expgrid.study import Resources, Section, Study, load_study
 from expgrid.tracking import Tracker, default_tracking_uri
 from trainables.registry import TrainableSpec, resolve_trainable
@@ -82,13 +84,25 @@ def prepare(path: str | Path, overrides: dict[str, Any] | None = None, smoke: bo
 
 
 def run_study(study: Study, spec: TrainableSpec, options: RunOptions | None = None) -> StudyOutcome:
+    """Run the study's sections in order, holding the results directory's lock throughout.
+
+    Raises :class:`Interrupted` when Ctrl-C or SIGTERM stopped it (after recording everything),
+    :class:`StudyFailed` when a section leaves nothing to carry forward, and
+    :class:`expgrid.locking.ResultsBusy` when another command holds the results directory."""
     options = options or RunOptions()
-    out = options.stream or sys.stdout
     results = Path(options.results_dir or Path("results") / study.name).resolve()
-    results.mkdir(parents=True, exist_ok=True)
-    uri = options.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(results)
     wanted = _selected_sections(study, options.sections)
-    state = records.read_json(results / "study.json") or {}
+    results.mkdir(parents=True, exist_ok=True)
+    with hold(results, "run"), interrupts.catching() as stop:
+        stop.resume_hint = "`expgrid run` with --resume"
+        return _run_sections(study, spec, options, results, wanted, stop)
+
+
+def _run_sections(study: Study, spec: TrainableSpec, options: RunOptions, results: Path, wanted: set[str],
+                  stop: interrupts.StopRequest) -> StudyOutcome:  # fmt: skip
+    out = options.stream or sys.stdout
+    uri = options.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(results)
+    state = records.read_study_state(results) or {}
 
     tracking.preflight(uri)  # an unreachable server stops the study here, before anything runs
     tracker = Tracker(uri, study.name, artifact_root=results / "mlartifacts")  # opens in the background
@@ -105,8 +119,11 @@ def run_study(study: Study, spec: TrainableSpec, options: RunOptions | None = No
     outcomes: list[SectionOutcome] = []
     data_cache: dict[Any, Any] = {}
     status = "FAILED"
+    interrupted: Interrupted | None = None
     try:
         for section in study.sections:
+            if stop.requested:
+                raise Interrupted(f"stopped by {stop.reason} before section {section.id}")
             try:
                 carried = planning.carried_values(study, section, bests)
             except KeyError as e:
@@ -127,7 +144,7 @@ def run_study(study: Study, spec: TrainableSpec, options: RunOptions | None = No
                 continue
             else:
                 outcome = _run_section(study, spec, section, plans, reference, fingerprint, results, tracker, options,
-                                       data_cache)  # fmt: skip
+                                       data_cache, stop)  # fmt: skip
             outcomes.append(outcome)
             if outcome.best is None:
                 raise StudyFailed(
@@ -136,7 +153,12 @@ def run_study(study: Study, spec: TrainableSpec, options: RunOptions | None = No
                     + "; ".join(sorted({t.error or t.status for t in outcome.trials}))[:2000]
                 )
             bests[section.id] = outcome.best.swept
+        if stop.requested:  # the last section finished although a stop was asked for
+            raise Interrupted(f"stopped by {stop.reason} after the last section")
         status = "FINISHED"
+    except Interrupted as e:
+        status, interrupted = "KILLED", e
+        raise
     finally:
         facts = reports.StudyFacts.from_study(study, spec)
         # study.json also holds what `expgrid report` needs, so the report can be rebuilt from
@@ -144,16 +166,19 @@ def run_study(study: Study, spec: TrainableSpec, options: RunOptions | None = No
         # before the report (whatever happens to it), and again with the MLflow run id once
         # MLflow's writes are done: the report is made while they drain.
         facts_json = {**facts.to_json(), "study_file": str(study.path), "tracking_uri": uri,
-                      "sections": [o.section.id for o in outcomes]}  # fmt: skip
+                      "sections": [o.section.id for o in outcomes],
+                      "interrupted": None if interrupted is None else str(interrupted)}  # fmt: skip
         previous_run = state.get("mlflow_run_id") if state.get("tracking_uri") == uri else None
         records.write_json(results / "study.json", {**facts_json, "mlflow_run_id": previous_run})
-        report = _study_report(facts, outcomes, results, out)
+        report = _study_report(facts, outcomes, results, out, facts_json["interrupted"])
         artifacts: dict[str, Any] = {f"report/{p.name}": p for p in (report.files if report else [])}
         tracker.end_study(status, {"summary.json": report.summary.to_json() if report else [], **artifacts})
         records.write_json(results / "study.json", {**facts_json, "mlflow_run_id": tracker.study_run_id()})
         tracker.close()
         for error in tracker.errors[:5]:
             print(f"warning: MLflow: {error}", file=out)
+        if interrupted is not None:  # what the caller shows of a stopped study
+            interrupted.outcome = StudyOutcome(study, results, uri, outcomes, report.summary if report else None)
     return StudyOutcome(study, results, uri, outcomes, report.summary if report else None)
 
 
@@ -246,7 +271,7 @@ class _SectionEvents:
                 "expgrid.last_epoch": str(trial.last_epoch)}  # fmt: skip
         if error:
             tags["expgrid.error"] = error[:5000]
-        self.tracker.end_trial(self.section.id, index, _MLFLOW_STATUS[trial.status], tags, trial.ended)
+        self.tracker.end_trial(self.section.id, index, MLFLOW_STATUS[trial.status], tags, trial.ended)
         self._redraw(True)
 
     def _redraw(self, trial_ended: bool) -> None:
@@ -266,17 +291,6 @@ class _SectionEvents:
         )
 
 
-# MLflow has no "stopped early": a trial cut by ASHA is KILLED, a diverged one FAILED; the tag
-# expgrid.status always says exactly how it ended.
-_MLFLOW_STATUS = {
-    records.COMPLETED: "FINISHED",
-    records.EARLY_STOPPED: "FINISHED",
-    records.ASHA_STOPPED: "KILLED",
-    records.DIVERGED: "FAILED",
-    records.FAILED: "FAILED",
-}
-
-
 def _run_section(
     study: Study,
     spec: TrainableSpec,
@@ -288,6 +302,7 @@ def _run_section(
     tracker: Tracker,
     options: RunOptions,
     data_cache: dict[Any, Any],
+    stop: interrupts.StopRequest,
 ) -> SectionOutcome:
     from cluster import (
         packing,
@@ -295,6 +310,7 @@ def _run_section(
     )
 
     available = ray_api.connect(options.address, options.num_cpus, options.num_gpus)
+    interrupts.reinstall()  # ray.init sets a SIGTERM handler of its own
     shared, data_ids = _shared_data(spec, plans, data_cache)
     resources = packing.resolve(
         study.resources_of(section), spec, plans, available,
@@ -310,7 +326,12 @@ def _run_section(
         for stale in ("trials.jsonl", "trials.json", "section.json", "rows.jsonl"):
             (folder / stale).unlink(missing_ok=True)
     trials = [TrialRecord(index=p.index, swept=p.swept, config=p.config) for p in plans]
-    ended_before = records.read_progress(results, section.id, trials) if resume else set()
+    out = options.stream or sys.stdout
+    asha = study.scheduler_of(section).kind == "asha"
+    ended_before = set()
+    if resume:
+        ended_before = records.read_progress(results, section.id, trials, asha=asha,
+                                             warn=lambda text: print(f"warning: {text}", file=out))  # fmt: skip
     if resume:
         print(f"  {section.id} {section.name}: resuming ({len(ended_before)} of {len(trials)} trials had ended)",
               file=options.stream or sys.stdout)  # fmt: skip
@@ -358,12 +379,16 @@ def _run_section(
         ),
         events,
     )
-    progress.close()
     events.rows.close()
-    for trial in trials:  # a trial Tune never reported on (e.g. it could not be scheduled)
-        if trial.ended is None:
-            trial.status, trial.error = FAILED, trial.error or "trial did not finish"
-            events.log.trial_ended(trial)
+    unfinished = [t for t in trials if t.ended is None]
+    if stop.requested and unfinished:
+        progress.close(note=f"interrupted ({stop.reason})")
+        raise _interrupted(section, trials, events, stop)
+    progress.close()
+    for trial in unfinished:  # a trial Tune never reported on (e.g. it could not be scheduled)
+        trial.status, trial.error = FAILED, trial.error or "trial did not finish"
+        records.append_trial(results, section.id, trial)  # trials.jsonl holds every trial at the end
+        events.log.trial_ended(trial)
     best = records.best_trial(trials, study.metric, study.mode, section.select)
     events.log.section_ended(best, study.metric)
     summary = {
@@ -391,10 +416,31 @@ def _run_section(
          **{f"report/{p.name}": p for p in report_files}},  # fmt: skip
         {"expgrid.best_trial": str(best.index) if best else "none"},
     )
-    out = options.stream or sys.stdout
     if best is not None:
         print(f"  {section.id} {section.name}: best {_describe(study, best, section.select)} ({seconds:.1f}s)", file=out)
     return SectionOutcome(section, trials, best, skipped=False, seconds=seconds)
+
+
+def _interrupted(section: Section, trials: list[TrialRecord], events: _SectionEvents,
+                 stop: interrupts.StopRequest) -> Interrupted:  # fmt: skip
+    """Record the trials a stop cut short as ``interrupted`` (in trials.jsonl and MLflow, never
+    scored), leave the section unfinished (no section.json: ``--resume`` continues it) and say so."""
+    now = time.time()
+    running = [t for t in trials if t.status == RUNNING]
+    for trial in running:
+        trial.status = INTERRUPTED
+        records.append_trial(events.results, section.id, trial)
+        events.tracker.end_trial(section.id, trial.index, MLFLOW_STATUS[INTERRUPTED],
+                                 {"expgrid.status": INTERRUPTED, "expgrid.retries": str(trial.retries),
+                                  "expgrid.last_epoch": str(trial.last_epoch)}, now)  # fmt: skip
+    events.tracker.end_section(section.id, "KILLED", {}, {f"logs/{events.log.path.name}": events.log.path},
+                               {"expgrid.interrupted": stop.reason or ""})  # fmt: skip
+    ended = sum(t.ended is not None for t in trials)
+    return Interrupted(
+        f"section {section.id} ({section.name}) interrupted by {stop.reason}: {ended} of {len(trials)} trials had "
+        f"ended, {len(running)} {'was' if len(running) == 1 else 'were'} running (recorded as interrupted)",
+        section=section.id,
+    )
 
 
 def _shared_data(
@@ -479,13 +525,13 @@ def _section_report(facts: reports.StudyFacts, results: Path, section_id: str, s
 
 
 def _study_report(facts: reports.StudyFacts, outcomes: list[SectionOutcome], results: Path,
-                  stream: TextIO) -> reports.Report | None:  # fmt: skip
+                  stream: TextIO, interrupted: str | None) -> reports.Report | None:  # fmt: skip
     try:
         sections = [reports.load_section(results, o.section.id) for o in outcomes]
         for outcome, section in zip(outcomes, sections):
             if outcome.skipped and not (reports.section_report_dir(results, section.id) / "table.md").exists():
                 reports.write_section_report(facts, section, results)  # finished before reports existed
-        return reports.write_study_report(facts, sections, results)
+        return reports.write_study_report(facts, sections, results, interrupted)
     except Exception as e:
         print(f"warning: study report: {type(e).__name__}: {e}", file=stream)
         return None

@@ -18,7 +18,21 @@ EARLY_STOPPED = "early_stopped"
 ASHA_STOPPED = "asha_stopped"  # cut by the ASHA scheduler at a rung
 DIVERGED = "diverged"
 FAILED = "failed"
+# Running when the study was stopped (Ctrl-C, SIGTERM, a full disk): not an ending of the trial,
+# which `--resume` continues from its last checkpoint; never scored, never carried forward.
+INTERRUPTED = "interrupted"
 SCORED = (COMPLETED, EARLY_STOPPED, ASHA_STOPPED)  # endings whose metrics compete for "best"
+
+# MLflow has no "stopped early": a trial cut by ASHA (or interrupted) is KILLED, a diverged one
+# FAILED; the tag expgrid.status always says exactly how it ended.
+MLFLOW_STATUS = {
+    COMPLETED: "FINISHED",
+    EARLY_STOPPED: "FINISHED",
+    ASHA_STOPPED: "KILLED",
+    DIVERGED: "FAILED",
+    FAILED: "FAILED",
+    INTERRUPTED: "KILLED",
+}
 
 STOP_KEY = "expgrid_stop"  # added to the last report of a trial that stopped itself
 ARTIFACTS_KEY = "expgrid_artifacts"  # a report's files (name → content), see reporter.report

@@ -247,6 +247,9 @@ class Tracker:
 def serve(parent: int, reply_fd: int) -> None:
     """The writer process (``python -m expgrid.mlflow_writer``): do each call read from stdin;
     write gathered metrics whenever no call is waiting; exit when the driver is gone."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the driver's to handle
     calls: queue.Queue[Any] = queue.Queue()
 
     def read() -> None:

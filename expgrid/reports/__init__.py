@@ -89,11 +89,13 @@ def write_section_report(facts: StudyFacts, section: SectionResults, results: Pa
     return files
 
 
-def write_study_report(facts: StudyFacts, sections: Sequence[SectionResults], results: Path) -> Report:
-    """The summary (text, Markdown, CSV), report.md and trials.parquet."""
+def write_study_report(facts: StudyFacts, sections: Sequence[SectionResults], results: Path,
+                       interrupted: str | None = None) -> Report:  # fmt: skip
+    """The summary (text, Markdown, CSV), report.md and trials.parquet; ``interrupted``: what
+    stopped the run before its end, if something did."""
     from expgrid.reports import store
 
-    summary = study_summary(facts, sections)
+    summary = study_summary(facts, sections, interrupted)
     folder = study_report_dir(results)
     folder.mkdir(parents=True, exist_ok=True)
     files = [
@@ -110,10 +112,15 @@ def rebuild(results: Path) -> Report:
     """Every table, plot and summary again, from a results directory alone (nothing is rerun).
 
     Raises :class:`expgrid.errors.ResultsError` when ``results`` is not a results directory."""
+    from expgrid.locking import hold
+
     results = Path(results)
-    facts, sections = load_results(results)
-    files = [path for section in sections for path in write_section_report(facts, section, results)]
-    report = write_study_report(facts, sections, results)
+    load_results(results)  # a results directory at all? (before a lock file is made in it)
+    with hold(results, "report", shared=True):  # never while a run or a sync writes to it
+        facts, sections = load_results(results)
+        files = [path for section in sections for path in write_section_report(facts, section, results)]
+        state = records.read_study_state(results) or {}
+        report = write_study_report(facts, sections, results, state.get("interrupted"))
     return Report(report.summary, files + report.files)
 
 

@@ -128,8 +128,8 @@ def load_results(results: Path) -> tuple[StudyFacts, list[SectionResults]]:
     results = Path(results)
     if not results.is_dir():
         raise ResultsError(str(results), "an existing results directory (written by `expgrid run`)", "no such directory")
-    state = records.read_json(results / "study.json")
-    if not isinstance(state, dict):
+    state = records.read_study_state(results)
+    if state is None:
         raise ResultsError(str(results), "a results directory written by `expgrid run` (with a readable study.json)",
                            "no study.json")  # fmt: skip
     if "metric" in state:

@@ -63,6 +63,8 @@ def summary_row(facts: StudyFacts, section: SectionResults) -> SummaryRow:
 class StudySummary:
     facts: StudyFacts
     rows: tuple[SummaryRow, ...]
+    # Set when the run was stopped before its end (Ctrl-C, SIGTERM): what stopped it, and where.
+    interrupted: str | None = None
 
     @property
     def metrics(self) -> list[str]:
@@ -99,7 +101,12 @@ class StudySummary:
     def to_text(self) -> str:
         """What ``expgrid run`` prints at its end and ``expgrid report`` prints again."""
         return (f"Best configuration per section ({self.facts.metric}, {self.facts.mode}):\n"
-                + text_table(self.header(), self.cells()))  # fmt: skip
+                + text_table(self.header(), self.cells()) + self._interrupted_line())  # fmt: skip
+
+    def _interrupted_line(self) -> str:
+        if self.interrupted is None:
+            return ""
+        return f"interrupted: {self.interrupted}\n"
 
     def to_markdown(self) -> str:
         return (
@@ -107,6 +114,7 @@ class StudySummary:
             f"Best by `{self.facts.metric}` ({self.facts.mode}). *trial-epochs*: run of the full grid (every trial to "
             f"its last epoch); *saved*: the share early stopping and ASHA did not run; CPU-/GPU-hours: trial wall "
             f"time × the resources reserved per trial.\n\n" + markdown_table(self.header(), self.cells())
+            + (f"\n**{self._interrupted_line().strip()}**\n" if self.interrupted else "")
         )
 
     def to_csv(self) -> str:
@@ -120,8 +128,8 @@ class StudySummary:
         return [r.to_json() for r in self.rows]
 
 
-def study_summary(facts: StudyFacts, sections: Sequence[SectionResults]) -> StudySummary:
-    return StudySummary(facts, tuple(summary_row(facts, s) for s in sections))
+def study_summary(facts: StudyFacts, sections: Sequence[SectionResults], interrupted: str | None = None) -> StudySummary:
+    return StudySummary(facts, tuple(summary_row(facts, s) for s in sections), interrupted)
 
 
 def _share(value: float | None) -> str:
