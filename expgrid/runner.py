@@ -103,6 +103,9 @@ def _run_sections(study: Study, spec: TrainableSpec, options: RunOptions, result
     out = options.stream or sys.stdout
     uri = options.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(results)
     state = records.read_study_state(results) or {}
+    for section in study.sections:  # a damaged record stops the run before anything starts
+        if records.read_section(results, section.id) is not None:
+            records.read_trials(results, section.id)
 
     tracking.preflight(uri)  # an unreachable server stops the study here, before anything runs
     tracker = Tracker(uri, study.name, artifact_root=results / "mlartifacts")  # opens in the background

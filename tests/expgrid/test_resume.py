@@ -62,12 +62,17 @@ def test_a_killed_driver_resumes_and_ends_as_an_uninterrupted_run(ray_session, t
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     assert not (killed / "sections" / "b" / "section.json").exists()
+    # As if the kill had come while the driver wrote trial 1's end: its record is cut short.
+    ends = killed / "sections" / "b" / "trials.jsonl"
+    text = ends.read_text()
+    ends.write_text(text[: text.rindex("\n", 0, -1) + 50])
 
     resumed = _run([str(study), "--results", str(killed), "--resume"], address)
     out = resumed.communicate(timeout=600)[0]
     assert resumed.returncode == 0, out
     assert "a Section a: finished earlier" in out
     assert "b Section b: resuming (2 of 5 trials had ended)" in out, out
+    assert f"warning: {ends}: trial 1's record rebuilt from rows.jsonl (completed)" in out
 
     trials = json.loads((killed / "sections" / "b" / "trials.json").read_text())
     assert [t["status"] for t in trials] == ["completed"] * 5
