@@ -135,6 +135,9 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter is silent at verbose=0
 # No CSV / JSON / TensorBoard file per trial: expgrid keeps its own records and MLflow runs.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+# Errors of Ray tasks no one waited for are Tune's own (a trial actor stopped mid-task at a
+# section's end or a stop); expgrid records every trial's error itself.
+os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
 # ...and so the result grid Tune builds at the end finds no such files; it need not say so.
 logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
@@ -668,6 +671,17 @@ _restoring_events: TrialEvents | None = None
 def _experiment_path(storage_path: str, name: str) -> str:
     # Not Path(): a storage URI (s3://bucket/x, gs://…) must keep its double slash.
     return f"{storage_path.rstrip('/')}/{name}"
+
+
+def set_aside(storage_path: str, name: str) -> str:
+    """Move an experiment's folder out of the way of a new one under the same name (local
+    storage; on an object store the new experiment is written over it). Returns where it went."""
+    path = _experiment_path(storage_path, name)
+    if "://" in storage_path or not os.path.isdir(path):
+        return path
+    aside = f"{path}.unrestorable-{time.strftime('%Y%m%d-%H%M%S')}"
+    os.replace(path, aside)
+    return aside
 
 
 def can_resume(storage_path: str, name: str) -> bool:

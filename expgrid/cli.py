@@ -7,7 +7,10 @@ directory (nothing was started).
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"interrupted: {e}; run the same command with --resume to continue", file=sys.stderr)
         return e.exit_code
     except OSError as e:  # a full disk, a permission: the path and the reason, not a traceback
+        if os.environ.get("EXPGRID_TRACEBACK"):
+            traceback.print_exc()
         where = f"{e.filename}: " if e.filename else ""
-        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+        hint = "; free some space, then run the same command with --resume" if full and args.handler is _run else ""
+        print(f"error: {where}{e.strerror or e}{hint}", file=sys.stderr)
         return EXIT_FAILED
 
 

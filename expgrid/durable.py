@@ -12,9 +12,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,21 +31,34 @@ class RecordError(ResultsError):
         super().__init__(str(path), expected, f"{got}; {fix}")
 
 
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """An OSError inside the block names ``path`` (a failed write, unlike a failed open, names
+    no file), so the user is told which file a full disk or a permission stopped."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+        raise
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as JSON atomically and durably (see the module docstring)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(data, indent=2, default=str)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    with naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(tmp, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
     _sync_directory(path.parent)
 
 
@@ -110,9 +124,36 @@ def read_jsonl(path: Path, expected: str, fix: str, warn: Warn, repair: bool = F
 
 def append_line(path: Path, record: Any) -> None:
     """Append one record as a line, flushed to the OS (a crash of this process loses nothing)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(record, default=str) + "\n")
+    line = json.dumps(record, default=str) + "\n"
+    with naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(line)
+
+
+# The OS errors after which nothing more can be recorded on that filesystem: going on would
+# only turn every trial into a failure that `--resume` could not undo.
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def storage_failure(error: BaseException | str | None, path: str) -> OSError | None:
+    """An OSError naming ``path`` if ``error`` — an exception, anywhere in its chain, or a trial's
+    error text — is a full disk, a quota or a read-only filesystem; else None."""
+    seen: set[int] = set()
+    while isinstance(error, BaseException) and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _STORAGE_ERRNOS:
+            return OSError(error.errno, os.strerror(error.errno), error.filename or path)
+        found = _storage_errno(str(error))
+        if found is not None:
+            return OSError(found, os.strerror(found), path)
+        error = error.__cause__ or error.__context__
+    found = _storage_errno(error) if isinstance(error, str) else None
+    return None if found is None else OSError(found, os.strerror(found), path)
+
+
+def _storage_errno(text: str) -> int | None:
+    return next((n for n in _STORAGE_ERRNOS if os.strerror(n) in text), None)
 
 
 def _preview(raw: bytes) -> str:

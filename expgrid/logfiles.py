@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from expgrid.durable import naming
 from expgrid.records import TrialRecord
 
 _RANK = re.compile(r"rank(\d+)$")
@@ -59,10 +60,7 @@ class SectionLog:
 
     def __init__(self, results: Path, study_name: str, section_id: str, section_name: str, metric: str, mode: str):
         self.path = log_path(results, section_id)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(
-            f"Study {study_name} · section {section_id} {section_name} · metric {metric} ({mode})\n"
-        )
+        self._write(f"Study {study_name} · section {section_id} {section_name} · metric {metric} ({mode})\n", "w")
 
     def trial_ended(self, trial: TrialRecord) -> None:
         swept = ", ".join(f"{k}={json.dumps(v)}" for k, v in trial.swept.items())
@@ -79,12 +77,16 @@ class SectionLog:
             lines += test_block(row)
         if trial.error:
             lines.append(f"error: {trial.error}")
-        with open(self.path, "a") as f:
-            f.write("\n".join(lines) + "\n")
+        self._write("\n".join(lines) + "\n")
 
     def section_ended(self, best: TrialRecord | None, metric: str) -> None:
         text = "none (every trial failed or diverged)" if best is None else (
             f"trial {best.index} " + ", ".join(f"{k}={json.dumps(v)}" for k, v in best.swept.items())
         )
-        with open(self.path, "a") as f:
-            f.write(f"\nBest by {metric}: {text}\n")
+        self._write(f"\nBest by {metric}: {text}\n")
+
+    def _write(self, text: str, mode: str = "a") -> None:
+        with naming(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, mode) as f:
+                f.write(text)

@@ -7,6 +7,7 @@ reads to skip the section and carry its best values forward.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
@@ -129,11 +130,12 @@ def write_artifacts(results: Path, section_id: str, trial: TrialRecord, files: d
     written = {}
     for name, content in files.items():
         path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content if isinstance(content, str) else json.dumps(content, indent=1, default=str))
+        with durable.naming(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content if isinstance(content, str) else json.dumps(content, indent=1, default=str))
         written[name] = path
         if name not in trial.artifacts:
             trial.artifacts.append(name)
@@ -152,18 +154,22 @@ class RowLog:
     per row: a pack of small trials delivers dozens of rows in one result."""
 
     def __init__(self, results: Path, section_id: str):
-        path = section_dir(results, section_id) / "rows.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "a")
+        self.path = section_dir(results, section_id) / "rows.jsonl"
+        with durable.naming(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a")
 
     def append(self, index: int, row: dict[str, Any]) -> None:
-        self._file.write(json.dumps({"trial": index, "row": row}, default=str) + "\n")
+        with durable.naming(self.path):
+            self._file.write(json.dumps({"trial": index, "row": row}, default=str) + "\n")
 
     def flush(self) -> None:
-        self._file.flush()
+        with durable.naming(self.path):
+            self._file.flush()
 
     def close(self) -> None:
-        self._file.close()
+        with durable.naming(self.path), contextlib.suppress(OSError):
+            self._file.close()  # what it could not write has failed a flush already
 
 
 _TRIAL_LINE = "a trial record per line (JSON Lines) written by expgrid"

@@ -8,18 +8,21 @@ swept values into the sections that inherit. Ray is started only when some secti
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from expgrid import interrupts, planning, records, reports, tracking
+from expgrid import durable, interrupts, planning, records, reports, tracking
 from expgrid.config import flatten
-from expgrid.errors import ConfigError, StudyFailed, StudyFileError
+from expgrid.errors import EXIT_FAILED, ConfigError, StudyFailed, StudyFileError
 from expgrid.interrupts import Interrupted
 from expgrid.locking import hold
 from expgrid.logfiles import SectionLog
@@ -93,9 +96,45 @@ def run_study(study: Study, spec: TrainableSpec, options: RunOptions | None = No
     results = Path(options.results_dir or Path("results") / study.name).resolve()
     wanted = _selected_sections(study, options.sections)
     results.mkdir(parents=True, exist_ok=True)
-    with hold(results, "run"), interrupts.catching() as stop:
+    with hold(results, "run"), interrupts.catching() as stop, _tune_logs_to(results / "logs" / "ray.log"):
         stop.resume_hint = "`expgrid run` with --resume"
         return _run_sections(study, spec, options, results, wanted, stop)
+
+
+class _QuietFileHandler(logging.FileHandler):
+    """A log file that never complains on the terminal it is there to keep clean (a full disk)."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        pass
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            super().close()
+
+
+@contextlib.contextmanager
+def _tune_logs_to(path: Path) -> Iterator[None]:
+    """Ray Tune's and Ray Train's own log lines go to ``path`` for the run, not to the terminal:
+    expgrid reports trials, failures and stops itself (the progress line, the records), and Tune's
+    tracebacks of a trial error or a failed state save would bury them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = _QuietFileHandler(path, delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    loggers = [logging.getLogger(name) for name in ("ray.tune", "ray.train")]
+    saved = [(logger.propagate, logger.level) for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.propagate = False
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for logger, (propagate, level) in zip(loggers, saved):
+            logger.removeHandler(handler)
+            logger.propagate = propagate
+            logger.setLevel(level)
+        handler.close()
 
 
 def _run_sections(study: Study, spec: TrainableSpec, options: RunOptions, results: Path, wanted: set[str],
@@ -123,6 +162,7 @@ def _run_sections(study: Study, spec: TrainableSpec, options: RunOptions, result
     data_cache: dict[Any, Any] = {}
     status = "FAILED"
     interrupted: Interrupted | None = None
+    failure: BaseException | None = None  # what ends the run early, if something does
     try:
         for section in study.sections:
             if stop.requested:
@@ -160,7 +200,10 @@ def _run_sections(study: Study, spec: TrainableSpec, options: RunOptions, result
             raise Interrupted(f"stopped by {stop.reason} after the last section")
         status = "FINISHED"
     except Interrupted as e:
-        status, interrupted = "KILLED", e
+        status, interrupted, failure = "KILLED", e, e
+        raise
+    except BaseException as e:
+        failure = e
         raise
     finally:
         facts = reports.StudyFacts.from_study(study, spec)
@@ -172,17 +215,31 @@ def _run_sections(study: Study, spec: TrainableSpec, options: RunOptions, result
                       "sections": [o.section.id for o in outcomes],
                       "interrupted": None if interrupted is None else str(interrupted)}  # fmt: skip
         previous_run = state.get("mlflow_run_id") if state.get("tracking_uri") == uri else None
-        records.write_json(results / "study.json", {**facts_json, "mlflow_run_id": previous_run})
-        report = _study_report(facts, outcomes, results, out, facts_json["interrupted"])
+        with _unless_failing(failure):
+            records.write_json(results / "study.json", {**facts_json, "mlflow_run_id": previous_run})
+        report = None if isinstance(failure, OSError) else _study_report(facts, outcomes, results, out,
+                                                                         facts_json["interrupted"])  # fmt: skip
         artifacts: dict[str, Any] = {f"report/{p.name}": p for p in (report.files if report else [])}
         tracker.end_study(status, {"summary.json": report.summary.to_json() if report else [], **artifacts})
-        records.write_json(results / "study.json", {**facts_json, "mlflow_run_id": tracker.study_run_id()})
+        with _unless_failing(failure):
+            records.write_json(results / "study.json", {**facts_json, "mlflow_run_id": tracker.study_run_id()})
         tracker.close()
         for error in tracker.errors[:5]:
             print(f"warning: MLflow: {error}", file=out)
         if interrupted is not None:  # what the caller shows of a stopped study
             interrupted.outcome = StudyOutcome(study, results, uri, outcomes, report.summary if report else None)
     return StudyOutcome(study, results, uri, outcomes, report.summary if report else None)
+
+
+@contextlib.contextmanager
+def _unless_failing(failure: BaseException | None) -> Iterator[None]:
+    """Bookkeeping at the end of a run that is already failing (a full disk, say) must not hide
+    that failure behind its own, most likely the same one: it is skipped then."""
+    try:
+        yield
+    except OSError:
+        if failure is None:
+            raise
 
 
 def _selected_sections(study: Study, ids: tuple[str, ...] | None) -> set[str]:
@@ -209,10 +266,14 @@ class _SectionEvents:
     """Receives trial events from the Ray adapter; keeps records, progress and MLflow in step."""
 
     def __init__(self, study: Study, section: Section, trials: list[TrialRecord], results: Path,
-                 tracker: Tracker, progress: ProgressLine):  # fmt: skip
+                 tracker: Tracker, progress: ProgressLine, stop: interrupts.StopRequest):  # fmt: skip
         self.study, self.section, self.trials = study, section, {t.index: t for t in trials}
-        self.results, self.tracker, self.progress = results, tracker, progress
+        self.results, self.tracker, self.progress, self.stop = results, tracker, progress, stop
         self.retries = 0
+        # Set when the results' storage failed (a full disk): what to name, and the OS error.
+        self.fault: OSError | None = None
+        self.heard = False  # whether Tune has reported anything of this section's trials
+        self.storage = ""  # where Tune writes trial checkpoints (set by the runner)
         self.log = SectionLog(results, study.name, section.id, section.name, study.metric, study.mode)
         self.rows = records.RowLog(results, section.id)
         # Trials that ended before the driver was killed (a resumed section): Tune may run one
@@ -221,6 +282,7 @@ class _SectionEvents:
         self._best_text = ""  # the progress line's best trial, recomputed as trials end
 
     def trial_started(self, index: int, at: float | None = None) -> None:
+        self.heard = True
         if index in self.ended_before:
             return
         trial = self.trials[index]
@@ -231,20 +293,47 @@ class _SectionEvents:
         trial.status = RUNNING
         self._redraw(False)
 
+    @contextlib.contextmanager
+    def _recording(self) -> Iterator[None]:
+        """A record that cannot be written (a full disk, a permission) stops the study: the
+        error goes on into Tune, which then neither registers the result's checkpoint (so a
+        resumed trial reports that epoch again) nor goes on; the runner reports the error."""
+        try:
+            yield
+        except OSError as e:
+            self.storage_failed(e)
+            raise
+
+    def storage_failed(self, error: OSError) -> None:
+        """Stop the study: nothing more can be recorded (see ``durable.storage_failure``)."""
+        if self.fault is None:
+            self.fault = error
+            self.stop.request(f"{error.filename}: {error.strerror}", exit_code=EXIT_FAILED)
+
+    def _trial_storage_failed(self, error: str | None) -> bool:
+        """A trial that failed because its checkpoint could not be stored did not fail itself:
+        it stops the study and stays unfinished (``--resume`` continues it once there is room)."""
+        failure = durable.storage_failure(error, self.storage)
+        if failure is not None:
+            self.storage_failed(failure)
+        return failure is not None
+
     def trial_result(self, index: int, metrics: dict[str, Any]) -> None:
         if index in self.ended_before:
             return
-        files = metrics.pop(ARTIFACTS_KEY, None)
-        if files:
-            written = records.write_artifacts(self.results, self.section.id, self.trials[index], files)
-            self.tracker.log_trial_artifacts(self.section.id, index, written)
-        self.trials[index].add_row(metrics)
-        self.rows.append(index, metrics)
+        with self._recording():
+            files = metrics.pop(ARTIFACTS_KEY, None)
+            if files:
+                written = records.write_artifacts(self.results, self.section.id, self.trials[index], files)
+                self.tracker.log_trial_artifacts(self.section.id, index, written)
+            self.trials[index].add_row(metrics)
+            self.rows.append(index, metrics)
         self.tracker.log_epoch(self.section.id, index, metrics)
         self._redraw(False)
 
     def results_received(self) -> None:
-        self.rows.flush()
+        with self._recording():
+            self.rows.flush()
 
     def trial_placed(self, index: int | None, node_id: str) -> None:
         if index is None or index in self.ended_before:
@@ -254,22 +343,23 @@ class _SectionEvents:
             nodes.append(node_id)
 
     def trial_retried(self, index: int, error: str) -> None:
-        if index in self.ended_before:
+        if index in self.ended_before or self._trial_storage_failed(error):
             return
         self.trials[index].retries += 1
         self.retries += 1
         self._redraw(False)
 
     def trial_finished(self, index: int, error: str | None, at: float | None = None) -> None:
-        if index in self.ended_before:
+        if index in self.ended_before or self._trial_storage_failed(error):
             return
         trial = self.trials[index]
         trial.ended = at or time.time()
         trial.error = error
         asha = self.study.scheduler_of(self.section).kind == "asha"
         trial.status = records.ending(trial.history, error, trial.config.get("epochs"), asha)
-        records.append_trial(self.results, self.section.id, trial)
-        self.log.trial_ended(trial)
+        with self._recording():
+            records.append_trial(self.results, self.section.id, trial)
+            self.log.trial_ended(trial)
         tags = {"expgrid.status": trial.status, "expgrid.retries": str(trial.retries),
                 "expgrid.last_epoch": str(trial.last_epoch)}  # fmt: skip
         if error:
@@ -357,31 +447,36 @@ def _run_section(
         max_concurrent = min(max_concurrent or fit, fit)
     pack = packing.trials_per_pack(len(plans), packing.concurrent_slots(resources, available, max_concurrent), packable)
     progress = ProgressLine(f"{section.id} {section.name}", len(plans), study.metric, options.stream)
-    events = _SectionEvents(study, section, trials, results, tracker, progress)
+    events = _SectionEvents(study, section, trials, results, tracker, progress, stop)
     events.ended_before = ended_before
     for trial in trials:  # the log starts afresh: it gets the trials that ended before a resume too
         if trial.index in ended_before:
             events.log.trial_ended(trial)
-    seconds = ray_api.run_section(
-        ray_api.TuneSection(
-            name=tune_name,
-            storage_path=storage,
-            trials=trial_params,
-            resources=resources,
-            shared=shared,
-            max_concurrent=max_concurrent,
-            max_failures=study.max_failures_of(section),
-            code_path=os.getcwd(),
-            scheduler=study.scheduler_of(section),
-            max_t=max_t,
-            metric=study.metric,
-            mode=study.mode,
-            keep_best_by=study.metric if section.select == "best_epoch" else None,
-            pack=pack,
-            resume=resume,
-        ),
-        events,
+    tune_section = ray_api.TuneSection(
+        name=tune_name,
+        storage_path=storage,
+        trials=trial_params,
+        resources=resources,
+        shared=shared,
+        max_concurrent=max_concurrent,
+        max_failures=study.max_failures_of(section),
+        code_path=os.getcwd(),
+        scheduler=study.scheduler_of(section),
+        max_t=max_t,
+        metric=study.metric,
+        mode=study.mode,
+        keep_best_by=study.metric if section.select == "best_epoch" else None,
+        pack=pack,
+        resume=resume,
     )
+    events.storage = storage
+    seconds = _run_trials(tune_section, events, out)
+    if events.fault is not None:
+        progress.close(note=f"stopped: {events.fault.strerror}")
+        with contextlib.suppress(OSError):
+            events.rows.close()
+            _interrupted(section, trials, events, stop)
+        raise events.fault
     events.rows.close()
     unfinished = [t for t in trials if t.ended is None]
     if stop.requested and unfinished:
@@ -422,6 +517,31 @@ def _run_section(
     if best is not None:
         print(f"  {section.id} {section.name}: best {_describe(study, best, section.select)} ({seconds:.1f}s)", file=out)
     return SectionOutcome(section, trials, best, skipped=False, seconds=seconds)
+
+
+def _run_trials(tune_section: Any, events: _SectionEvents, out: TextIO) -> float:
+    """Run the section's Tune experiment; return its wall time. A failure to store records
+    (a full disk) is left in ``events.fault`` for the caller. A resumed experiment whose saved
+    state Tune cannot read back (written while the disk filled up, say) is set aside, and the
+    trials that had not ended start again from their first epoch."""
+    from cluster import ray_api
+
+    try:
+        return ray_api.run_section(tune_section, events)
+    except Exception as e:
+        failure = durable.storage_failure(e, tune_section.storage_path)
+        if failure is not None:
+            events.storage_failed(failure)
+        if events.fault is not None:
+            return 0.0  # Tune wraps such errors in its own; the caller reports the OS error
+        if not (tune_section.resume and not events.heard):
+            raise
+        aside = ray_api.set_aside(tune_section.storage_path, tune_section.name)
+        print(f"warning: Tune cannot restore section {events.section.id}'s saved state ({type(e).__name__}: "
+              f"{str(e)[:200]}); it was moved to {aside}, and the trials that had not ended start again",
+              file=out)  # fmt: skip
+        unended = [t for t in tune_section.trials if t["index"] not in events.ended_before]
+        return _run_trials(dataclasses.replace(tune_section, resume=False, trials=unended), events, out)
 
 
 def _interrupted(section: Section, trials: list[TrialRecord], events: _SectionEvents,
