@@ -112,10 +112,11 @@ def rebuild(results: Path) -> Report:
     """Every table, plot and summary again, from a results directory alone (nothing is rerun).
 
     Raises :class:`expgrid.errors.ResultsError` when ``results`` is not a results directory."""
-    from expgrid.locking import hold
+    from expgrid.locking import LOCK_FILE, hold
 
     results = Path(results)
-    load_results(results)  # a results directory at all? (before a lock file is made in it)
+    if not (results / LOCK_FILE).exists():
+        load_results(results)  # says why this is no results directory, before a lock file is made in it
     with hold(results, "report", shared=True):  # never while a run or a sync writes to it
         facts, sections = load_results(results)
         files = [path for section in sections for path in write_section_report(facts, section, results)]
