@@ -470,7 +470,8 @@ def _run_section(
         resume=resume,
     )
     events.storage = storage
-    seconds = _run_trials(tune_section, events, out)
+    # A stop asked for while Ray started or the data loaded: no Tune run to start.
+    seconds = 0.0 if stop.requested else _run_trials(tune_section, events, out)
     if events.fault is not None:
         progress.close(note=f"stopped: {events.fault.strerror}")
         with contextlib.suppress(OSError):
