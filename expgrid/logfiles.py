@@ -8,12 +8,18 @@ than letters and digits become ``_``.
 A log holds, per trial and written as the trial ends (so a crash keeps every finished trial): its
 swept values and resolved config, one line per epoch with every reported metric, and, at each
 epoch that reports ``mAP``, a test block in torchreid's format (mAP and Rank-k as percentages).
+
+``<results>/logs/ray.log`` gets Ray Tune's and Ray Train's own log lines during a run
+(:func:`tune_logs_to`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +96,43 @@ class SectionLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, mode) as f:
                 f.write(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray's own log lines during a run
+
+
+class _QuietFileHandler(logging.FileHandler):
+    """A log file that never complains on the terminal it is there to keep clean (a full disk)."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        pass
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            super().close()
+
+
+@contextlib.contextmanager
+def tune_logs_to(path: Path) -> Iterator[None]:
+    """Ray Tune's and Ray Train's own log lines go to ``path`` for the run, not to the terminal:
+    expgrid reports trials, failures and stops itself (the progress line, the records), and Tune's
+    tracebacks of a trial error or a failed state save would bury them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = _QuietFileHandler(path, delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    loggers = [logging.getLogger(name) for name in ("ray.tune", "ray.train")]
+    saved = [(logger.propagate, logger.level) for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.propagate = False
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for logger, (propagate, level) in zip(loggers, saved):
+            logger.removeHandler(handler)
+            logger.propagate = propagate
+            logger.setLevel(level)
+        handler.close()

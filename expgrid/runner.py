@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import logging
 import math
 import os
 import sys
@@ -25,7 +24,7 @@ from expgrid.config import flatten
 from expgrid.errors import EXIT_FAILED, ConfigError, StudyFailed, StudyFileError
 from expgrid.interrupts import Interrupted
 from expgrid.locking import hold
-from expgrid.logfiles import SectionLog
+from expgrid.logfiles import SectionLog, tune_logs_to
 from expgrid.progress import ProgressLine
 from expgrid.records import FAILED, INTERRUPTED, RUNNING, SCORED, TrialRecord
 from expgrid.stopping import ARTIFACTS_KEY, MLFLOW_STATUS
@@ -96,45 +95,9 @@ def run_study(study: Study, spec: TrainableSpec, options: RunOptions | None = No
     results = Path(options.results_dir or Path("results") / study.name).resolve()
     wanted = _selected_sections(study, options.sections)
     results.mkdir(parents=True, exist_ok=True)
-    with hold(results, "run"), interrupts.catching() as stop, _tune_logs_to(results / "logs" / "ray.log"):
+    with hold(results, "run"), interrupts.catching() as stop, tune_logs_to(results / "logs" / "ray.log"):
         stop.resume_hint = "`expgrid run` with --resume"
         return _run_sections(study, spec, options, results, wanted, stop)
-
-
-class _QuietFileHandler(logging.FileHandler):
-    """A log file that never complains on the terminal it is there to keep clean (a full disk)."""
-
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
-        pass
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            super().close()
-
-
-@contextlib.contextmanager
-def _tune_logs_to(path: Path) -> Iterator[None]:
-    """Ray Tune's and Ray Train's own log lines go to ``path`` for the run, not to the terminal:
-    expgrid reports trials, failures and stops itself (the progress line, the records), and Tune's
-    tracebacks of a trial error or a failed state save would bury them."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = _QuietFileHandler(path, delay=True)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    loggers = [logging.getLogger(name) for name in ("ray.tune", "ray.train")]
-    saved = [(logger.propagate, logger.level) for logger in loggers]
-    for logger in loggers:
-        logger.addHandler(handler)
-        logger.propagate = False
-        if logger.level == logging.NOTSET:
-            logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        for logger, (propagate, level) in zip(loggers, saved):
-            logger.removeHandler(handler)
-            logger.propagate = propagate
-            logger.setLevel(level)
-        handler.close()
 
 
 def _run_sections(study: Study, spec: TrainableSpec, options: RunOptions, results: Path, wanted: set[str],
@@ -420,14 +383,11 @@ def _run_section(
             (folder / stale).unlink(missing_ok=True)
     trials = [TrialRecord(index=p.index, swept=p.swept, config=p.config) for p in plans]
     out = options.stream or sys.stdout
-    asha = study.scheduler_of(section).kind == "asha"
-    ended_before = set()
+    ended_before: set[int] = set()
     if resume:
-        ended_before = records.read_progress(results, section.id, trials, asha=asha,
+        ended_before = records.read_progress(results, section.id, trials, asha=study.scheduler_of(section).kind == "asha",
                                              warn=lambda text: print(f"warning: {text}", file=out))  # fmt: skip
-    if resume:
-        print(f"  {section.id} {section.name}: resuming ({len(ended_before)} of {len(trials)} trials had ended)",
-              file=options.stream or sys.stdout)  # fmt: skip
+        print(f"  {section.id} {section.name}: resuming ({len(ended_before)} of {len(trials)} trials had ended)", file=out)
     fixed = {k: v for k, v in flatten(plans[0].config).items() if k not in section.swept}
     tracker.start_section(section.id, section.name, fixed)
     max_t = max(int(p.config.get("epochs") or 1) for p in plans)
