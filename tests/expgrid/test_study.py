@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from expgrid.errors import StudyFileError
+from expgrid.errors import OptionError, StudyFileError
 from expgrid.study import load_study
 
 GOOD = """
@@ -110,5 +110,8 @@ def test_set_overrides_are_checked_like_the_file(write_study):
 
     study, _ = prepare(write_study(GOOD), {"x": 5})
     assert study.defaults["x"] == 5
-    with pytest.raises(StudyFileError, match="defaults.q: expected a parameter"):
+    # A bad --set value is reported against the option, not the file it was laid over.
+    with pytest.raises(OptionError, match="^--set: q: expected a parameter"):
         prepare(write_study(GOOD), {"q": 1})
+    with pytest.raises(OptionError, match="^--set: epochs: expected an integer ≥ 1"):
+        prepare(write_study(GOOD), {"epochs": 0})
