@@ -281,17 +281,17 @@ def _load(args: argparse.Namespace):
 
 
 def results_dir_of(args: argparse.Namespace, study: Any) -> Path:
-    """Where ``expgrid run`` writes: ``--results``, else results/<study name> under the current
-    directory. A smoke run keeps its results apart, so it never passes for (or skips) the real run."""
-    if args.results is not None:
-        return args.results.resolve()
-    return (Path("results") / (f"{study.name}-smoke" if study.smoke else study.name)).resolve()
+    """Where ``expgrid run`` writes, checked (a directory, or a path to make one at): ``--results``,
+    else results/<study name> under the current directory. A smoke run keeps its results apart,
+    so it never passes for (or skips) the real run."""
+    given = args.results if args.results is not None else Path("results") / (
+        f"{study.name}-smoke" if study.smoke else study.name)  # fmt: skip
+    directory_option("--results", given)
+    return given.resolve()
 
 
 def _check_run_options(args: argparse.Namespace) -> None:
     """What argparse cannot see alone; nothing is created until all of it holds."""
-    if args.results is not None:
-        directory_option("--results", args.results)
     if args.storage is not None and "://" not in args.storage:
         directory_option("--storage", Path(args.storage))
     env_uri = os.environ.get("MLFLOW_TRACKING_URI")
@@ -315,8 +315,9 @@ def _run(args: argparse.Namespace) -> int:
     _check_run_options(args)
     study, spec = _load(args)  # every check before Ray starts
     _check_sections(args, study)
+    results_dir = results_dir_of(args, study)
     options = RunOptions(
-        results_dir=results_dir_of(args, study),
+        results_dir=results_dir,
         tracking_uri=args.tracking_uri,
         address=args.address,
         sections=tuple(s.strip() for s in args.sections.split(",")) if args.sections else None,
@@ -341,23 +342,21 @@ def ui_command(tracking_uri: str) -> str:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    if args.results is not None:
-        directory_option("--results", args.results)
     study, spec = _load(args)
+    results_dir = results_dir_of(args, study)
     trials = sum(s.num_trials for s in study.sections)
     print(f"{study.path}: OK — study {study.name!r}, trainable {spec.name}, {len(study.sections)} sections, {trials} trials")
-    print(f"Results would go to {results_dir_of(args, study)}")
+    print(f"Results would go to {results_dir}")
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
     from expgrid.planning import inherited_from
 
-    if args.results is not None:
-        directory_option("--results", args.results)
     study, spec = _load(args)
+    results_dir = results_dir_of(args, study)
     print(f"Study {study.name} ({study.path})")
-    print(f"  results in {results_dir_of(args, study)}")
+    print(f"  results in {results_dir}")
     if study.description:
         print(f"  {study.description.strip()}")
     print(f"  trainable {spec.name} · metric {study.metric} ({study.mode}) · seed {study.seed}")
