@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from expgrid.config import expand_names, finite_number, flatten, get_path, merge, nest, set_path, unknown_paths
-from expgrid.errors import ConfigError, OptionError, StudyFileError
+from expgrid.errors import ConfigError, OptionError, StudyFileError, Text
 from expgrid.stopping import TrialRules
 from expgrid.study import Sampled, Scheduler, Section, Study
 from trainables.registry import TrainableSpec
@@ -129,11 +129,11 @@ def representative_points(section: Section) -> list[dict[str, Any]]:
 
 
 def _distinct(values: Any) -> list[Any]:
-    """``values`` without repeats (kept in order; lists and mappings compared by their JSON)."""
+    """``values`` without repeats, in order (compared by repr: lists and mappings too)."""
     seen: set[str] = set()
     out = []
     for value in values:
-        key = json.dumps(value, sort_keys=True, default=repr)
+        key = repr(value)
         if key not in seen:
             seen.add(key)
             out.append(value)
@@ -213,18 +213,34 @@ def _check(study: Study, spec: TrainableSpec) -> None:
         _check_names(study, spec)
     for i, section in enumerate(study.sections):
         field = f"sections[{i}]"
-        if study.smoke:  # what a smoke run runs: its first trials, with the smoke settings
-            configs = [(p.swept, p.config) for p in plan_section(study, spec, section, {})]
-        else:
-            base = base_config(study, spec, section, {})
-            configs = [(p, trial_config(base, p, spec.defaults or {})) for p in representative_points(section)]
-        for point, config in configs:
+        for point, config in _configs_to_check(study, spec, section):
             try:
                 check_universal(config)
                 if spec.check is not None:
                     spec.check(config)
             except ConfigError as e:
                 raise _placed(e, study, section, field, point) from None
+            except Exception as e:  # a check that crashes on a value: still that value's problem
+                trial = ", ".join(f"{k}={v!r}" for k, v in point.items())
+                raise ConfigError(field, f"values trainable {spec.name!r} can check (for the trial {trial})",
+                                  Text(f"{type(e).__name__}: {e}"[:300])) from None  # fmt: skip
+
+
+FULL_CHECK_TRIALS = 1_000  # sections up to this size have every trial checked, not only a sample
+
+
+def _configs_to_check(study: Study, spec: TrainableSpec, section: Section) -> Iterator[tuple[dict, dict]]:
+    """(sweep point, trial config) pairs that decide whether the section can run: a smoke run's
+    own trials; else every trial of a small section and, for any section, the representative
+    points (each distinct value at least once; the sampled ranges' bounds)."""
+    if study.smoke:
+        yield from ((p.swept, p.config) for p in plan_section(study, spec, section, {}))
+        return
+    base = base_config(study, spec, section, {})
+    schema = spec.defaults or {}
+    yield from ((p, trial_config(base, p, schema)) for p in representative_points(section))
+    if section.num_trials <= FULL_CHECK_TRIALS:
+        yield from ((p, trial_config(base, p, schema)) for p in iter_sweep_points(study, section))
 
 
 def _check_names(study: Study, spec: TrainableSpec) -> None:
