@@ -262,10 +262,11 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
             raise OptionError("--set", ConfigError("", "KEY=VALUE, e.g. optimizer.lr=0.01", pair))
         try:
             out[key] = yamlfile.load(value)
-        except ConfigError:
+        except ConfigError as e:
+            why = "" if e.expected == "valid YAML" else f" ({e.expected})"
             raise OptionError("--set", ConfigError(
                 key, "a plain YAML value: a number, text (quoted where YAML would read it otherwise), a list or "
-                "a mapping, without tags", value)) from None  # fmt: skip
+                f"a mapping, without tags{why}", value)) from None  # fmt: skip
     return out
 
 
