@@ -34,7 +34,11 @@ EXAMPLES = int(os.environ.get("EXPGRID_FUZZ_EXAMPLES", "150"))
 @pytest.fixture(scope="module")
 def data_overrides(tmp_path_factory):
     """Per study file, the --set values that point it at fake data (every file then valid)."""
-    from trainables.classification.synthetic import write_fake_cifar10, write_fake_fashion_mnist, write_fake_image_folder
+    from trainables.classification.synthetic import (
+        write_fake_cifar10,
+        write_fake_fashion_mnist,
+        write_fake_image_folder,
+    )
     from trainables.reid.synthetic import write_fake_veri
 
     npz = tmp_path_factory.mktemp("npz") / "images.npz"
