@@ -196,6 +196,8 @@ ROWS = [
     ("unknown grid parameter", V, {"study.yaml": edit("grid: {x: [0, 1]}", "grid: {z: [0, 1]}")}, "{study}: sections[0].grid.z: expected a parameter trainable 'toy' accepts", ""),
     ("unknown zip parameter", S, {"study.yaml": edit("zip: {x: [1, 2], y: [0, 1]}", "zip: {x: [1, 2], z: [0, 1]}")}, "{study}: sections[1].zip.z: expected a parameter trainable 'toy' accepts", ""),
     ("unknown sample parameter", V, {"study.yaml": edit("sleep: {uniform", "slep: {uniform")}, "{study}: sections[1].sample.slep: expected a parameter trainable 'toy' accepts", "did you mean sleep"),
+    ("toy x text", V, {"study.yaml": edit("x: [0, 1]", "x: [0, one]")}, "{study}: sections[0].grid.x: expected a number", "got 'one'"),
+    ("toy sleep negative", V, {"study.yaml": edit("uniform: [0, 0.01]", "uniform: [-1, 0.01]")}, "{study}: sections[1].sample.sleep: expected a number of seconds ≥ 0", "got -1.0"),
     # --- sample and zip values a trainable's check refuses are named where they are set -------------
     ("zip value classify", V, {"study.yaml": edit("grid: {optimizer.lr: [0.1, 0.01]}", "zip: {optimizer.name: [adam, sdg], optimizer.lr: [0.1, 0.01]}", CLASSIFY)}, "{study}: sections[0].zip.optimizer.name: expected a registered optimizer", "did you mean sgd"),
     ("sample value classify", V, {"study.yaml": edit("grid: {optimizer.lr: [0.1, 0.01]}", "sample: {optimizer.name: {choice: [adam, sdg]}}", CLASSIFY)}, "{study}: sections[0].sample.optimizer.name: expected a registered optimizer", ""),
