@@ -64,7 +64,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _option_message(message: str, command: str) -> str:
-    """argparse's message (its wording in Python 3.10–3.13) as ``OPTION: expected …, got …``."""
+    """argparse's message, as Python 3.11's argparse words it (later ones drop the quotes around
+    choices; both read), as ``OPTION: expected …, got …``; any other wording passes through as
+    ``OPTION: message``, still one line."""
     message = " ".join(message.split())
     help_hint = f"see `{command} --help`"
     if match := re.fullmatch(r"unrecognized arguments: (.*)", message):

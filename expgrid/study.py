@@ -408,7 +408,8 @@ def _flatten_to_samplers(raw: Mapping[str, Any], prefix: str = "") -> dict[str, 
     out: dict[str, Any] = {}
     for key, value in raw.items():
         path = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and not any(k in SAMPLERS for k in value):  # {uniform: .., choice: ..}: a bad spec
+        # A mapping naming a sampler is a spec, even a bad one ({uniform: …, choice: …}): refused there.
+        if isinstance(value, Mapping) and not any(k in SAMPLERS for k in value):
             out.update(_flatten_to_samplers(value, path))
         else:
             out[path] = value
