@@ -12,10 +12,62 @@ A plain string where the trainable expects a mapping with a ``name`` is shorthan
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping
 from typing import Any
 
-from expgrid.errors import ConfigError
+from expgrid.errors import ConfigError, Text
+
+# Bounds of what a study file or --set may hold. Numbers end up in JSON records, MLflow params,
+# torch and numpy, none of which take NaN as a setting or an integer beyond 64 bits; the depth
+# and size bounds keep every recursive step below (nest, merge, flatten, JSON) far from Python's
+# recursion limit and YAML aliases from expanding into more values than anyone writes.
+INT_BITS = 64
+MAX_DEPTH = 32  # mappings and lists inside each other
+MAX_VALUES = 1_000_000  # values in one document, counting each use of a YAML alias
+
+
+def finite_number(value: Any) -> bool:
+    """A real number expgrid can use as a setting: not a bool (YAML reads yes/no as booleans),
+    not NaN or ±inf, an integer within 64 bits. (``study.is_number`` accepts NaN: metrics.)"""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -(2 ** (INT_BITS - 1)) <= value < 2 ** (INT_BITS - 1)
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def check_values(tree: Any, field: str = "") -> None:
+    """Refuse, naming the first one's path, any number that is not :func:`finite_number`, a
+    mapping or list nested deeper than :data:`MAX_DEPTH`, one that contains itself (a YAML alias
+    to an enclosing node), and more than :data:`MAX_VALUES` values in all."""
+    budget = [MAX_VALUES]
+    _check_tree(tree, field, 0, set(), budget)
+
+
+def _check_tree(value: Any, field: str, depth: int, enclosing: set[int], budget: list[int]) -> None:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ConfigError(field or "values", f"at most {MAX_VALUES} values in all (each use of a YAML alias counts)",
+                          Text(f"more than {MAX_VALUES}"))  # fmt: skip
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not finite_number(value):
+        expected = "a finite number" if isinstance(value, float) else f"an integer within {INT_BITS} bits"
+        raise ConfigError(field, expected, value)
+    if not isinstance(value, (Mapping, list)):
+        return
+    if depth >= MAX_DEPTH:
+        raise ConfigError(field, f"at most {MAX_DEPTH} levels of nesting", Text(f"more than {MAX_DEPTH}"))
+    if id(value) in enclosing:
+        raise ConfigError(field, "a value that does not contain itself",
+                          Text("a YAML alias to an enclosing node"))  # fmt: skip
+    enclosing.add(id(value))
+    if isinstance(value, Mapping):
+        for key, child in value.items():
+            _check_tree(child, _join(field, str(key)), depth + 1, enclosing, budget)
+    else:
+        for i, child in enumerate(value):
+            _check_tree(child, f"{field}[{i}]", depth + 1, enclosing, budget)
+    enclosing.discard(id(value))
 
 
 def nest(mapping: Mapping[str, Any], field: str = "") -> dict[str, Any]:

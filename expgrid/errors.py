@@ -19,6 +19,13 @@ class ExpgridError(Exception):
     """Base class of expgrid's own errors."""
 
 
+class Text(str):
+    """A ``got`` shown as written, not as a Python repr: ``got more than 32 levels``."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
 class ConfigError(ExpgridError):
     """A value is not what a rule expects; ``field`` is a dotted/indexed path into the config."""
 
@@ -48,6 +55,15 @@ class StudyFileError(ExpgridError):
         self.path = path
         self.error = error
         super().__init__(f"{path}: {error}")
+
+
+class OptionError(StudyFileError):
+    """A command-line option (``--set``, ``--results``, …) breaks a rule; the message starts with
+    the option instead of the file: ``--set: epochs: expected an integer ≥ 1, got -1``."""
+
+    def __init__(self, option: str, error: ConfigError):
+        super().__init__(option, error)
+        self.option = option
 
 
 class UnknownNameError(ConfigError):

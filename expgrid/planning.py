@@ -9,6 +9,11 @@ and each trial lays one point of the sweep over it. The sweep is the cartesian p
 ``num_samples`` draws of ``sample`` (seeded by the study seed and section id, so a re-run draws
 the same values).
 
+A section holds at most :data:`MAX_TRIALS` trials. Counting them is arithmetic
+(``Section.num_trials``) and checking a study plans only a bounded, representative set of them
+(:func:`representative_points`), so a mistyped grid of 10¹⁰ trials is refused with its count
+instead of filling the memory.
+
 What a section inherits are only the swept values of the best trial of each earlier section
 (``inherit: previous``: all of them, in order; a list: those named; ``none``: nothing). Fixed
 values and epoch overrides of a section are its own and are not carried on.
@@ -22,11 +27,11 @@ import itertools
 import json
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from expgrid.config import expand_names, flatten, get_path, merge, nest, set_path, unknown_paths
-from expgrid.errors import ConfigError, StudyFileError
+from expgrid.config import expand_names, finite_number, flatten, get_path, merge, nest, set_path, unknown_paths
+from expgrid.errors import ConfigError, OptionError, StudyFileError, Text
 from expgrid.stopping import TrialRules
 from expgrid.study import Sampled, Scheduler, Section, Study
 from trainables.registry import TrainableSpec
@@ -82,21 +87,57 @@ def reference_values(
     return None if any(v is missing for v in values.values()) else values
 
 
+MAX_TRIALS = 100_000  # per section; above it planning, records and Tune itself would crawl
+
+
 def sweep_points(study: Study, section: Section) -> list[dict[str, Any]]:
     """The swept values of each trial, in a fixed order (grid-major, then zip rows, then draws)."""
+    return list(iter_sweep_points(study, section))
+
+
+def iter_sweep_points(study: Study, section: Section) -> Iterator[dict[str, Any]]:
+    """:func:`sweep_points` one at a time: taking the first few never builds the rest."""
     names = [name for name, _ in section.grid]
-    crossed = [dict(zip(names, combo)) for combo in itertools.product(*(v for _, v in section.grid))] or [{}]
+    rows = [dict(zip([n for n, _ in section.zip], row)) for row in zip(*(v for _, v in section.zip))] or [{}]
+    rng = random.Random(f"{study.seed}/{section.id}")
+    for combo in itertools.product(*(v for _, v in section.grid)):
+        for row in rows:
+            point = {**dict(zip(names, combo)), **row}
+            if not section.sample:
+                yield point
+                continue
+            for _ in range(section.num_samples):
+                yield {**point, **{name: _draw(rng, s) for name, s in section.sample}}
+
+
+def representative_points(section: Section) -> list[dict[str, Any]]:
+    """A bounded set of sweep points in which every distinct value of each swept parameter
+    appears at least once (each zip row as a whole; for ``uniform``/``loguniform``/``randint``
+    both bounds, for ``choice`` every choice): as many points as the longest list, not the
+    product. What a trainable's check of one value decides, these decide for every trial."""
+    columns: list[list[dict[str, Any]]] = [[{name: v} for v in _distinct(values)] for name, values in section.grid]
     if section.zip:
         rows = [dict(zip([n for n, _ in section.zip], row)) for row in zip(*(v for _, v in section.zip))]
-        crossed = [{**point, **row} for point in crossed for row in rows]
-    if not section.sample:
-        return crossed
-    rng = random.Random(f"{study.seed}/{section.id}")
-    return [
-        {**point, **{name: _draw(rng, s) for name, s in section.sample}}
-        for point in crossed
-        for _ in range(section.num_samples)
-    ]
+        columns.append(_distinct(rows))
+    for name, sampled in section.sample:
+        extremes = sampled.args if sampled.kind == "choice" else sampled.args[:2]
+        if sampled.kind in ("uniform", "loguniform"):  # draws are floats even between int bounds
+            extremes = tuple(float(v) for v in extremes)
+        columns.append([{name: v} for v in _distinct(extremes)])
+    length = max((len(c) for c in columns), default=1)
+    return [{k: v for column in columns for k, v in column[i % len(column)].items()} for i in range(length)]
+
+
+def _distinct(values: Any) -> list[Any]:
+    """``values`` without repeats, in order (compared by repr: lists and mappings too)."""
+    seen: set[str] = set()
+    out = []
+    for value in values:
+        key = repr(value)
+        if key not in seen:
+            seen.add(key)
+            out.append(value)
+    return out
 
 
 def _draw(rng: random.Random, sampled: Sampled) -> Any:
@@ -115,16 +156,18 @@ def plan_section(
 ) -> list[TrialPlan]:
     base = base_config(study, spec, section, carried)
     schema = spec.defaults or {}
-    points = sweep_points(study, section)
-    if study.smoke:
-        points = points[:SMOKE_TRIALS]
+    if study.smoke:  # the first trials only, never the whole sweep
+        points = list(itertools.islice(iter_sweep_points(study, section), SMOKE_TRIALS))
         smoke = {k: v for k, v in flatten(dict(spec.smoke or {})).items() if k not in section.swept}
         base = merge(base, nest(smoke))
-    plans = []
-    for index, point in enumerate(points):
-        config = merge(base, expand_names(nest(point), schema))
-        plans.append(TrialPlan(index=index, swept=point, config=config))
-    return plans
+    else:
+        points = sweep_points(study, section)
+    return [TrialPlan(index=i, swept=p, config=trial_config(base, p, schema)) for i, p in enumerate(points)]
+
+
+def trial_config(base: Mapping[str, Any], point: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The config one trial receives: its sweep point laid over the section's base config."""
+    return merge(base, expand_names(nest(dict(point)), schema))
 
 
 SMOKE_TRIALS = 2  # trials per section in a smoke run: the first ones of its sweep
@@ -145,7 +188,8 @@ def fingerprint(study: Study, section: Section, plans: list[TrialPlan]) -> str:
 
 
 def check_study(study: Study, spec: TrainableSpec) -> None:
-    """Raise :class:`StudyFileError` for the first parameter or metric the trainable rejects."""
+    """Raise :class:`StudyFileError` for the first parameter or metric the trainable rejects
+    (:class:`OptionError` when a ``--set`` value is the one rejected)."""
     try:
         _check(study, spec)
     except ConfigError as e:
@@ -153,6 +197,9 @@ def check_study(study: Study, spec: TrainableSpec) -> None:
 
 
 def _check(study: Study, spec: TrainableSpec) -> None:
+    for i, section in enumerate(study.sections):
+        if section.num_trials > MAX_TRIALS:
+            raise ConfigError(f"sections[{i}]", f"at most {MAX_TRIALS} trials", section.num_trials)
     if spec.metrics is not None:
         for field, name in [("metric", study.metric)] + [(f"report[{i}]", m) for i, m in enumerate(study.report)]:
             if name not in spec.metrics:
@@ -162,52 +209,124 @@ def _check(study: Study, spec: TrainableSpec) -> None:
             field = "early_stopping.monitor" if section is None else f"sections[{i}].early_stopping.monitor"
             if rule is not None and rule.monitor not in spec.metrics:
                 raise ConfigError(field, f"a metric trainable {spec.name!r} reports: one of {', '.join(spec.metrics)}", rule.monitor)
-    if spec.defaults is None:
+    if spec.defaults is not None:
+        _check_names(study, spec)
+    for i, section in enumerate(study.sections):
+        field = f"sections[{i}]"
+        for point, config in _configs_to_check(study, spec, section):
+            try:
+                check_universal(config)
+                if spec.check is not None:
+                    spec.check(config)
+            except ConfigError as e:
+                raise _placed(e, study, section, field, point) from None
+            except Exception as e:  # a check that crashes on a value: still that value's problem
+                trial = ", ".join(f"{k}={v!r}" for k, v in point.items())
+                raise ConfigError(field, f"values trainable {spec.name!r} can check (for the trial {trial})",
+                                  Text(f"{type(e).__name__}: {e}"[:300])) from None  # fmt: skip
+
+
+FULL_CHECK_TRIALS = 1_000  # sections up to this size have every trial checked, not only a sample
+
+
+def _configs_to_check(study: Study, spec: TrainableSpec, section: Section) -> Iterator[tuple[dict, dict]]:
+    """(sweep point, trial config) pairs that decide whether the section can run: a smoke run's
+    own trials; else every trial of a small section and, for any section, the representative
+    points (each distinct value at least once; the sampled ranges' bounds)."""
+    if study.smoke:
+        yield from ((p.swept, p.config) for p in plan_section(study, spec, section, {}))
         return
-    schema = spec.defaults
+    base = base_config(study, spec, section, {})
+    schema = spec.defaults or {}
+    yield from ((p, trial_config(base, p, schema)) for p in representative_points(section))
+    if section.num_trials <= FULL_CHECK_TRIALS:
+        yield from ((p, trial_config(base, p, schema)) for p in iter_sweep_points(study, section))
+
+
+def _check_names(study: Study, spec: TrainableSpec) -> None:
+    """Every parameter the study sets is one the trainable declares."""
+    schema = spec.defaults or {}
     for name in unknown_paths(expand_names(study.defaults, schema), schema):
+        option = _option_setting(study, name)
+        if option is not None:
+            raise OptionError(option, _not_accepted("", name, spec))
         raise _not_accepted("defaults", name, spec)
     for i, section in enumerate(study.sections):
         field = f"sections[{i}]"
         for name in section.swept:
             if not _accepts(schema, name):
-                where = "grid" if name in dict(section.grid) else "zip" if name in dict(section.zip) else "sample"
-                raise _not_accepted(f"{field}.{where}", name, spec)
+                raise _not_accepted(f"{field}.{_sweep_kind(section, name)}", name, spec)
         for name in section.fixed:
             if not _accepts(schema, name):
                 raise _not_accepted(f"{field}.fixed", name, spec)
         if section.epochs is not None and "epochs" not in schema:
             raise ConfigError(f"{field}.epochs", f"a trainable with an `epochs` parameter ({spec.name!r} has none)", section.epochs)
-        if spec.check is None:
-            continue
-        for plan in plan_section(study, spec, section, {}):
-            try:
-                spec.check(plan.config)
-            except ConfigError as e:
-                raise _placed(e, study, section, field, plan) from None
+
+
+# Keys expgrid itself reads from a trial's config, whatever the trainable: checked in every trial
+# config where they appear, also for trainables that declare no parameters or checks.
+def check_universal(config: Mapping[str, Any]) -> None:
+    for key, rule, expected in UNIVERSAL_RULES:
+        if key in config and not rule(config[key]):
+            raise ConfigError(key, expected, config[key])
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and finite_number(value) and value >= 1
+
+
+def _gpu_share(value: Any) -> bool:
+    return finite_number(value) and value >= 0 and (value <= 1 or value == int(value))
+
+
+UNIVERSAL_RULES = (
+    ("epochs", _positive_int, "an integer ≥ 1 (epochs every trial runs, unless stopped)"),
+    ("batch_size", _positive_int, "an integer ≥ 1"),
+    ("workers", _positive_int, "an integer ≥ 1 (processes of a data-parallel trial)"),
+    ("gpu_per_worker", _gpu_share, "a GPU share ≥ 0: a fraction in [0, 1] or a whole number"),
+)
 
 
 _MISSING = object()
 
 
-def _placed(error: ConfigError, study: Study, section: Section, field: str, plan: TrialPlan) -> ConfigError:
+def _sweep_kind(section: Section, name: str) -> str:
+    """Where the section sweeps ``name``: grid, zip or sample."""
+    return "grid" if name in dict(section.grid) else "zip" if name in dict(section.zip) else "sample"
+
+
+def _option_setting(study: Study, field: str) -> str | None:
+    """The command-line option (--set, --data-root) that set ``field``, a mapping above it or a
+    value below it."""
+    return next((opt for key, opt in study.overrides.items()
+                 if field == key or field.startswith(key + ".") or key.startswith(field + ".")), None)  # fmt: skip
+
+
+def _placed(
+    error: ConfigError, study: Study, section: Section, field: str, point: Mapping[str, Any]
+) -> ConfigError | OptionError:
     """The trainable's error, with its field placed where the study file sets the value: the
-    section's sweep or fixed values, the defaults, or else (a value the trainable defaults that
-    this trial's other settings make invalid, e.g. no weights for ``mode: linear_probe``) the
-    section, naming the trial."""
+    section's sweep (grid, zip or sample) or fixed values, a command-line option, the defaults,
+    or else (a value the trainable defaults that this trial's other settings make invalid, e.g.
+    no weights for ``mode: linear_probe``) the section, naming the trial."""
 
     def covers(name: str) -> bool:
         return error.field == name or error.field.startswith(name + ".")
 
-    where = next((kind for kind, names in (("grid", section.swept), ("fixed", section.fixed)) if any(map(covers, names))), None)
-    if where is not None:
-        return error.within(f"{field}.{where}")
+    swept = next((name for name in section.swept if covers(name)), None)
+    if swept is not None:
+        return error.within(f"{field}.{_sweep_kind(section, swept)}")
+    if any(map(covers, section.fixed)):
+        return error.within(f"{field}.fixed")
+    option = _option_setting(study, error.field)
+    if option is not None:
+        return OptionError(option, error)
     parts = error.field.split(".")
     for depth in range(1, len(parts) + 1):  # the value itself, or a shorthand above it (dataset: digits)
         value = get_path(study.defaults, ".".join(parts[:depth]), _MISSING)
         if value is not _MISSING and (depth == len(parts) or not isinstance(value, Mapping)):
             return error.within("defaults")
-    trial = ", ".join(f"{k}={v}" for k, v in plan.swept.items())
+    trial = ", ".join(f"{k}={v}" for k, v in point.items())
     return ConfigError(f"{field}.{error.field}", f"{error.expected} (for the trial {trial})", error.got,
                        show_got=error.show_got)  # fmt: skip
 
@@ -236,7 +355,9 @@ def _not_accepted(field: str, name: str, spec: TrainableSpec) -> ConfigError:
     close = difflib.get_close_matches(name, accepted, n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     return ConfigError(
-        f"{field}.{name}", f"a parameter trainable {spec.name!r} accepts: one of {', '.join(accepted)}{hint}", name
+        f"{field}.{name}" if field else name,
+        f"a parameter trainable {spec.name!r} accepts: one of {', '.join(accepted)}{hint}",
+        name,
     )
 
 

@@ -32,27 +32,34 @@ The schema (documented for users in README.md, "Study files")::
 
 ``scheduler``, ``early_stopping``, ``max_failures`` and ``checkpoint_every`` may also be given at
 the top level, as the default of every section.
+
+Study names and section ids name directories (``results/<study>/sections/<id>/``), so they are
+:data:`SAFE_NAME`: ASCII letters, digits, ``.``, ``_`` and ``-``, not starting with ``.``. Every
+number anywhere in the file or a ``--set`` is finite (``config.finite_number``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from expgrid.config import flatten, nest
-from expgrid.errors import ConfigError, StudyFileError
+from expgrid import yamlfile
+from expgrid.config import check_values, finite_number, flatten, nest
+from expgrid.errors import ConfigError, OptionError, StudyFileError, Text
 
 MODES = ("max", "min")
 SELECTS = ("last_epoch", "best_epoch")
 SCHEDULERS = ("fifo", "asha")
 ASHA_KEYS = {"grace_period", "reduction_factor", "brackets"}
 SAMPLERS = {"loguniform": 2, "uniform": 2, "randint": 2, "choice": None}
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+SAFE_NAME_RULE = "a name of ASCII letters, digits, '.', '_' and '-', not starting with '.', at most 100 long"
+MAX_FILE_BYTES = 10 * 2**20  # a study file is a few KiB; reading a huge one would just hang
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +156,9 @@ class Study:
     max_failures: int = 1
     checkpoint_every: int | None = None
     path: str = "<study>"
+    # The dotted keys --set (or --data-root) laid over `defaults`, and the option that set each:
+    # a value they make invalid is reported against the option, not the file.
+    overrides: Mapping[str, str] = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
     # `expgrid run --smoke`, not a study-file key: each section runs its first two trials,
     # with the trainable's smoke overrides (tiny inputs, one epoch) on all but the swept values,
     # at one CPU and no GPU per process.
@@ -188,29 +198,68 @@ SECTION_KEYS = {
 } | RUN_KEYS
 
 
+class Overrides(dict):
+    """``--set`` values by dotted key, remembering the option that gave each one (``--data-root``
+    gives ``dataset.root``) so that a value it makes invalid is reported against that option."""
+
+    def __init__(self, values: Mapping[str, Any] | None = None, options: Mapping[str, str] | None = None):
+        super().__init__(values or {})
+        self.options = dict(options or {})
+
+    def option_of(self, key: str) -> str:
+        return self.options.get(key, "--set")
+
+
 def load_study(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Study:
     """Read and check a study file. ``overrides`` (``--set``) are laid over ``defaults``.
 
-    Raises :class:`StudyFileError` naming the file and field of the first broken rule."""
+    Raises :class:`StudyFileError` naming the file and field of the first broken rule, or
+    :class:`OptionError` naming the option whose value breaks one."""
     path = str(path)
+    overrides = overrides if isinstance(overrides, Overrides) else Overrides(overrides)
+    _check_overrides(overrides)
     try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise StudyFileError(path, ConfigError("", "a readable YAML file", e.strerror, show_got=True)) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "YAML"
-        raise StudyFileError(path, ConfigError(where, "valid YAML", str(getattr(e, "problem", e)))) from None
-    try:
-        return parse_study(raw, path, overrides or {})
+        raw = yamlfile.load(read_text(path))
+        return parse_study(raw, path, overrides)
     except ConfigError as e:
         raise StudyFileError(path, e) from None
 
 
+def read_text(path: str) -> str:
+    """The file's text: UTF-8, of a study file's size; ConfigError naming what it is instead."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise ConfigError("", "a readable YAML file", Text(e.strerror or type(e).__name__)) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError("", f"a study file of at most {MAX_FILE_BYTES // 2**20} MiB", Text("a larger file"))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"line {line}", "UTF-8 text", data[e.start : e.start + 1]) from None
+
+
+def _check_overrides(overrides: Overrides) -> None:
+    for key, value in overrides.items():
+        try:
+            check_values(value, key)
+            nest({key: value})
+        except ConfigError as e:
+            raise OptionError(overrides.option_of(key), e) from None
+    try:
+        nest(overrides)
+    except ConfigError as e:  # two keys that spell one value differently
+        raise OptionError(overrides.option_of(e.field), e) from None
+
+
 def parse_study(raw: Any, path: str = "<study>", overrides: Mapping[str, Any] | None = None) -> Study:
-    _mapping(raw, "", "a mapping at the top of the file")
+    check_values(raw)
+    check_values(dict(overrides or {}), "--set")
+    if raw is None:
+        raise ConfigError("", "a mapping at the top of the file (study, trainable, metric, sections, …)", Text("an empty file"))
+    _mapping(raw, "", "a mapping at the top of the file (study, trainable, metric, sections, …)")
     _known_keys(raw, STUDY_KEYS, "")
     for key in ("study", "trainable", "metric", "sections"):
         if key not in raw:
@@ -237,8 +286,9 @@ def parse_study(raw: Any, path: str = "<study>", overrides: Mapping[str, Any] | 
                 if sid not in earlier:
                     raise ConfigError(f"sections[{i}].inherit", f"ids of earlier sections ({', '.join(sorted(earlier)) or 'none'})", sid)
         sections.append(section)
+    options = overrides.options if isinstance(overrides, Overrides) else {}
     return Study(
-        name=_string(raw["study"], "study"),
+        name=_safe_name(raw["study"], "study"),
         description=_string(raw.get("description", ""), "description", allow_empty=True),
         trainable=_string(raw["trainable"], "trainable"),
         metric=_string(raw["metric"], "metric"),
@@ -254,6 +304,7 @@ def parse_study(raw: Any, path: str = "<study>", overrides: Mapping[str, Any] | 
         checkpoint_every=_optional_positive(raw.get("checkpoint_every"), "checkpoint_every"),
         sections=tuple(sections),
         path=path,
+        overrides=types.MappingProxyType({key: options.get(key, "--set") for key in overrides or {}}),
     )
 
 
@@ -265,9 +316,7 @@ def _section(raw: Any, field: str) -> Section:
     sid = raw["id"]
     if isinstance(sid, bool) or isinstance(sid, float) or not isinstance(sid, (str, int)):
         raise ConfigError(f"{field}.id", 'a string such as "3.1" (quote it: YAML reads 3.1 as a number)', sid)
-    sid = str(sid)
-    if not sid or any(c in sid for c in "/\\ "):
-        raise ConfigError(f"{field}.id", "a non-empty id without spaces or slashes", sid)
+    sid = _safe_name(str(sid), f"{field}.id")
     grid = _sweep(raw.get("grid", {}), f"{field}.grid")
     zipped = _sweep(raw.get("zip", {}), f"{field}.zip")
     if zipped:
@@ -345,8 +394,10 @@ def _samples(raw: Any, field: str) -> tuple[tuple[str, Sampled], ...]:
         if not isinstance(args, list) or not args:
             raise ConfigError(f"{f}.{kind}", "a non-empty list", args)
         if SAMPLERS[kind] == 2:
-            if len(args) != 2 or not all(is_number(a) for a in args) or not args[0] < args[1]:
+            if len(args) != 2 or not all(finite_number(a) for a in args) or not args[0] < args[1]:
                 raise ConfigError(f"{f}.{kind}", "[low, high] with low < high", args)
+            if kind == "randint" and not all(isinstance(a, int) for a in args):
+                raise ConfigError(f"{f}.{kind}", "[low, high] integers (both may be drawn)", args)
             if kind == "loguniform" and args[0] <= 0:
                 raise ConfigError(f"{f}.{kind}", "a positive low bound for a log scale", args)
         out.append((name, Sampled(kind, tuple(args))))
@@ -357,7 +408,8 @@ def _flatten_to_samplers(raw: Mapping[str, Any], prefix: str = "") -> dict[str, 
     out: dict[str, Any] = {}
     for key, value in raw.items():
         path = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and not (len(value) == 1 and next(iter(value)) in SAMPLERS):
+        # A mapping naming a sampler is a spec, even a bad one ({uniform: …, choice: …}): refused there.
+        if isinstance(value, Mapping) and not any(k in SAMPLERS for k in value):
             out.update(_flatten_to_samplers(value, path))
         else:
             out[path] = value
@@ -379,7 +431,7 @@ def _scheduler(raw: Any, field: str) -> Scheduler:
         raise ConfigError(f"{field}.fifo", "no options (fifo runs every trial to its last epoch)", options)
     _known_keys(options, ASHA_KEYS, f"{field}.{kind}")
     reduction = options.get("reduction_factor", 3)
-    if not is_number(reduction) or reduction <= 1:
+    if not finite_number(reduction) or reduction <= 1:
         raise ConfigError(f"{field}.{kind}.reduction_factor", "a number > 1", reduction)
     grace = options.get("grace_period")
     return Scheduler(
@@ -399,7 +451,7 @@ def _early_stopping(raw: Any, field: str) -> EarlyStopping:
     if mode not in MODES:
         raise ConfigError(f"{field}.mode", f"one of {', '.join(MODES)}", mode)
     delta = raw.get("min_delta", 0.0)
-    if not is_number(delta) or delta < 0:
+    if not finite_number(delta) or delta < 0:
         raise ConfigError(f"{field}.min_delta", "a number ≥ 0", delta)
     return EarlyStopping(
         monitor=_string(raw["monitor"], f"{field}.monitor"),
@@ -419,7 +471,7 @@ def _resources(raw: Any, field: str) -> Resources:
     else:
         gpu_checked = (("gpu", gpu),)
     for name, value in (("cpu", cpu), *gpu_checked):
-        if not is_number(value) or value < 0:
+        if not finite_number(value) or value < 0:
             raise ConfigError(f"{field}.{name}", "a number ≥ 0" + (" or auto" if name == "gpu" else ""), value)
         if value > 1 and value != int(value):
             raise ConfigError(f"{field}.{name}", "a fraction in (0, 1] or a whole number", value)
@@ -460,13 +512,21 @@ def _string(value: Any, field: str, allow_empty: bool = False) -> str:
     return value
 
 
+def _safe_name(value: Any, field: str) -> str:
+    """A study name or section id: it names a directory, so nothing that climbs out of one."""
+    if not isinstance(value, str) or not SAFE_NAME.fullmatch(value):
+        raise ConfigError(field, SAFE_NAME_RULE, value)
+    return value
+
+
 def is_number(value: Any) -> bool:
-    """A real number, not a bool (YAML reads yes/no as booleans)."""
+    """A real number, not a bool (YAML reads yes/no as booleans); NaN and ±inf included, as
+    metrics may be. Settings use ``config.finite_number``."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _integer(value: Any, field: str, minimum: int | None = None) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
+    if not isinstance(value, int) or not finite_number(value):
         raise ConfigError(field, "an integer", value)
     if minimum is not None and value < minimum:
         raise ConfigError(field, f"an integer ≥ {minimum}", value)

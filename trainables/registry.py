@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import re
 import sys
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
@@ -107,18 +108,27 @@ def list_trainables(pattern: str = "*") -> list[str]:
     return TRAINABLES.names(pattern)
 
 
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+FUNCTION_REF = re.compile(f"({_DOTTED}):({_DOTTED})")  # package.module:function (or Class.method)
+
+
 def resolve_trainable(ref: str, field: str = "trainable") -> TrainableSpec:
     """A registered name, or ``package.module:function`` (importable from the current directory)."""
     if ":" not in ref:
         _load_builtins()
         return TRAINABLES.get(ref, field)
-    module_name, _, attr = ref.partition(":")
+    match = FUNCTION_REF.fullmatch(ref)
+    if match is None:  # e.g. ":fn", "pkg:", "a:b:c", "..pkg:fn": nothing importlib should see
+        raise ConfigError(field, "a registered name or package.module:function (Python names)", ref)
+    module_name, attr = match.groups()
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")  # a user's module next to the study, as `python -m` would find it
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise ConfigError(field, "an importable module in package.module:function", f"{ref} ({e})") from None
+    except Exception as e:  # the user's module raised while importing: name it, not a traceback
+        raise ConfigError(field, "a module that imports without errors", f"{ref} ({type(e).__name__}: {e})") from None
     fn: Any = module
     for part in attr.split("."):
         fn = getattr(fn, part, None)

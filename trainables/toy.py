@@ -11,6 +11,8 @@ import math
 import time
 
 import expgrid.reporter as reporter
+from expgrid.config import finite_number
+from expgrid.errors import ConfigError
 from trainables.registry import register_trainable
 
 TOY_DEFAULTS = {
@@ -31,7 +33,24 @@ def toy_score(x: float, y: float, epoch: int) -> float:
     return (1.0 - ((x - 2.0) ** 2 + (y + 1.0) ** 2) / 10.0) * (1.0 - 0.5**epoch)
 
 
-@register_trainable("toy", defaults=TOY_DEFAULTS, metrics=TOY_METRICS)
+def check_toy(config: dict) -> None:
+    """What the trial would otherwise fail on at its first epoch (``epochs`` and ``workers`` are
+    expgrid's own checks)."""
+    cfg = {**TOY_DEFAULTS, **config}
+    for key in ("x", "y"):
+        if not finite_number(cfg[key]):
+            raise ConfigError(key, "a number", cfg[key])
+    if not finite_number(cfg["sleep"]) or cfg["sleep"] < 0:
+        raise ConfigError("sleep", "a number of seconds ≥ 0", cfg["sleep"])
+    for key, minimum in (("fail_at_epoch", 1), ("nan_at_epoch", 1), ("rise_after", 0)):
+        value = cfg[key]
+        if value is not None and not (isinstance(value, int) and finite_number(value) and value >= minimum):
+            raise ConfigError(key, f"null or an epoch ≥ {minimum}", value)
+    if not isinstance(cfg["artifacts"], bool):
+        raise ConfigError("artifacts", "true or false", cfg["artifacts"])
+
+
+@register_trainable("toy", defaults=TOY_DEFAULTS, metrics=TOY_METRICS, check=check_toy)
 def toy(config: dict) -> None:
     reporter.data_parallel(_toy, config)  # on `workers` processes when > 1
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from expgrid.errors import StudyFileError
+from expgrid.errors import OptionError, StudyFileError
 from expgrid.study import load_study
 
 GOOD = """
@@ -110,5 +110,72 @@ def test_set_overrides_are_checked_like_the_file(write_study):
 
     study, _ = prepare(write_study(GOOD), {"x": 5})
     assert study.defaults["x"] == 5
-    with pytest.raises(StudyFileError, match="defaults.q: expected a parameter"):
+    # A bad --set value is reported against the option, not the file it was laid over.
+    with pytest.raises(OptionError, match="^--set: q: expected a parameter"):
         prepare(write_study(GOOD), {"q": 1})
+    with pytest.raises(OptionError, match="^--set: epochs: expected an integer ≥ 1"):
+        prepare(write_study(GOOD), {"epochs": 0})
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(write_study):
+    path = write_study(GOOD.replace("metric: score", "metric: score\nmode: max\nmetric: loss"))
+    with pytest.raises(StudyFileError) as info:
+        load_study(path)
+    assert str(info.value) == f"{path}: line 6: expected each key once in a mapping, got 'metric' again (first on line 4)"
+
+
+def test_a_yaml_merge_may_repeat_the_keys_it_merges(write_study):
+    text = GOOD.replace("    grid: {x: [0, 1, 2]}", "    grid: {x: [0, 1, 2]}\n    fixed: &f {sleep: 0.0, rise_after: 3}").replace(
+        "    select: best_epoch", "    select: best_epoch\n    fixed: {<<: *f, sleep: 0.5}")
+    study = load_study(write_study(text))
+    assert dict(study.sections[1].fixed) == {"sleep": 0.5, "rise_after": 3}  # the explicit key wins
+
+
+def test_a_file_that_is_not_utf8_names_the_line(write_study):
+    path = write_study("x")
+    path.write_bytes(GOOD.encode().replace(b"name: Y", b"name: \xe9t\xe9"))
+    with pytest.raises(StudyFileError, match=r": line 11: expected UTF-8 text, got b'\\xe9'$"):
+        load_study(path)
+
+
+@pytest.mark.parametrize("name", ["a", "3.1", "x-y_z.1", "A" * 100, "-x", "_", "digits-demo"])
+def test_safe_names_are_accepted(write_study, name):
+    study = load_study(write_study(GOOD.replace("study: s", f"study: '{name}'").replace('id: "1"', f"id: '{name}'")))
+    assert study.name == study.sections[0].id == name
+
+
+@pytest.mark.parametrize("name", ["..", ".", ".x", "a/b", "../../x", "/abs", "a b", "é", "A" * 101, "a\\\\b", "", "x\\n"])
+def test_names_that_could_leave_the_results_directory_are_refused(write_study, name):
+    with pytest.raises(StudyFileError, match=r": study: expected a name of ASCII letters"):
+        load_study(write_study(GOOD.replace("study: s", f'study: "{name}"')))
+    with pytest.raises(StudyFileError, match=r": sections\[0\]\.id: expected a name of ASCII letters"):
+        load_study(write_study(GOOD.replace('id: "1"', f'id: "{name}"')))
+
+
+def test_an_override_is_reported_against_the_option_that_gave_it(write_study):
+    from expgrid.study import Overrides
+
+    with pytest.raises(OptionError, match=r"^--set: x: expected a finite number, got nan$"):
+        load_study(write_study(GOOD), {"x": float("nan")})
+    overrides = Overrides({"epochs": 3, "dataset.root": "/data"}, {"dataset.root": "--data-root"})
+    with pytest.raises(OptionError, match=r"^--data-root: dataset: expected a parameter trainable 'toy' accepts"):
+        from expgrid.runner import prepare
+
+        prepare(write_study(GOOD), overrides)
+    study = load_study(write_study(GOOD), overrides)
+    assert dict(study.overrides) == {"epochs": "--set", "dataset.root": "--data-root"}
+
+
+@pytest.mark.parametrize(
+    "ref,message",
+    [(":fn", "expected a registered name or package.module:function"), ("a:b:c", "package.module:function"),
+     ("..x:f", "package.module:function"), ("m:", "package.module:function"), ("1m:f", "package.module:function"),
+     ("os:sep", "expected a function named 'sep' in module os"), ("no_such_mod_q:f", "an importable module")],
+)  # fmt: skip
+def test_malformed_trainable_refs_are_study_file_errors(ref, message):
+    from expgrid.errors import ConfigError
+    from trainables.registry import resolve_trainable
+
+    with pytest.raises(ConfigError, match=message) as info:
+        resolve_trainable(ref)
+    assert info.value.field == "trainable"
