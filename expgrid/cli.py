@@ -15,6 +15,7 @@ import yaml
 
 from expgrid.config import flatten
 from expgrid.errors import EXIT_FAILED, EXIT_INVALID, ConfigError, ResultsError, StudyFailed, StudyFileError
+from expgrid.locking import ResultsBusy
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (StudyFileError, ResultsError) as e:
+    except (StudyFileError, ResultsError, ResultsBusy) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INVALID
     except StudyFailed as e:
@@ -200,10 +201,18 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from expgrid.mlflow_sync import sync
+    from expgrid.mlflow_sync import SyncFailed, sync
 
-    created = sync(args.results.resolve(), args.tracking_uri)
-    print(f"created {created['study']} study, {created['section']} section and {created['trial']} trial runs")
+    results = args.results.resolve()
+    try:
+        uri, done = sync(results, args.tracking_uri)
+    except SyncFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    if done.nothing:
+        print(f"sync {results} → {uri}: nothing to do (the store holds everything the results hold)")
+    else:
+        print(f"sync {results} → {uri}: {done.text()}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The MLflow writer process's store work (``expgrid.tracking._Writer``), on a real SQLite store:
+"""The MLflow writer process's store work (``expgrid.mlflow_writer._Writer``), on a real SQLite store:
 a trial's run written at its end holds what a run written while it ran holds; a run's data goes
 in batches within MLflow's limits; the store's write-ahead log is folded back at the end."""
 
@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 from mlflow.entities import Metric, Param, RunTag
 
-from expgrid.tracking import _on_local_disk, _Writer, log_run_data
+from expgrid.mlflow_store import _on_local_disk, log_run_data
+from expgrid.mlflow_writer import _Writer
 
 
 def _writer(tmp_path: Path) -> _Writer:
     writer = _Writer()
     writer.open(f"sqlite:///{tmp_path / 'mlflow.db'}", "study", tmp_path / "art")
     writer.start_study("study", {"seed": 0}, None)
-    writer.start_section("a", "lr", {"epochs": 2})
+    writer.start_section("a", "lr", {"epochs": 2}, None)
     return writer
 
 
@@ -26,7 +27,7 @@ def _trial(writer: _Writer, index: int, idle: bool) -> None:
     """The calls the driver makes for one trial; ``idle``: the writer catches up between them
     (a slow trial), else they queue up and the run is only created at the trial's end."""
     writer.start_trial("a", index, f"a/{index} lr={index}", {"lr": index, "optimizer": {"name": "sgd"}}, {},
-                       started=1_000_000 + index)  # fmt: skip
+                       started=1_000_000 + index, history=[], recorded=None)  # fmt: skip
     if idle:
         writer.write_pending()
     for epoch in (1, 2):
@@ -57,7 +58,7 @@ def test_a_run_written_at_the_trial_end_holds_what_a_run_written_as_it_ran_holds
 
 def test_a_running_trial_shows_in_the_store_once_the_writer_is_idle(tmp_path):
     writer = _writer(tmp_path)
-    writer.start_trial("a", 0, "a/0", {"lr": 0.1}, {}, started=5_000)
+    writer.start_trial("a", 0, "a/0", {"lr": 0.1}, {}, started=5_000, history=[], recorded=None)
     assert writer.client.search_runs([writer.experiment_id], "tags.`expgrid.kind` = 'trial'") == []
     writer.write_pending()
     [run] = writer.client.search_runs([writer.experiment_id], "tags.`expgrid.kind` = 'trial'")
