@@ -109,12 +109,10 @@ class MirrorReport:
         if self.complete:
             return []
         if self.counted:
-            runs = [f"{n} {kind} run{'s' * (n != 1)}" for kind, n in self.runs.items() if n]
-            what = ", ".join(runs) or "no run"
-            lost = f"{self.points} metric point{'s' * (self.points != 1)}"
-            if self.artifacts:
-                lost += f", {self.artifacts} artifact{'s' * (self.artifacts != 1)}"
-            head = f"MLflow mirror incomplete: {what} lack data, {lost} not written"
+            runs = _and([_count(n, f"{kind} run") for kind, n in self.runs.items() if n]) or "no run"
+            lost = _and([_count(n, what) for n, what in ((self.points, "metric point"), (self.artifacts, "artifact")) if n])
+            verb = "lacks" if runs.startswith("1 ") and " and " not in runs else "lack"
+            head = f"MLflow mirror incomplete: {runs} {verb} data" + (f": {lost} not written" if lost else "")
         else:
             head = "MLflow mirror incomplete: what it lacks is unknown"
         reasons = [self.why] if self.why else []
@@ -124,6 +122,14 @@ class MirrorReport:
         lines.append("The results directory holds everything; once the store answers, complete the mirror with:")
         lines.append(f"  expgrid sync {results} --tracking-uri {self.uri}")
         return lines
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'s' * (n != 1)}"
+
+
+def _and(items: list[str]) -> str:
+    return ", ".join(items[:-1]) + (" and " if len(items) > 1 else "") + (items[-1] if items else "")
 
 
 class Tracker:
