@@ -104,9 +104,10 @@ def sync(results: Path, tracking_uri: str | None = None) -> tuple[str, SyncCount
                                "--tracking-uri)", repr(uri))  # fmt: skip
         ledger = Ledger.read(results)
         wanted = study_record(results, state, ledger)  # every record file read before the store is touched
-        bounded_http_env(os.environ)
-        if is_http(uri) and not server_answers(uri, timeout=5.0):
-            raise SyncFailed(f"MLflow tracking server {uri} does not answer; start it and run `expgrid sync` again")
+        if is_http(uri):
+            bounded_http_env(os.environ)  # a server that dies mid-sync costs seconds, not minutes per call
+            if not server_answers(uri, timeout=5.0):
+                raise SyncFailed(f"MLflow tracking server {uri} does not answer; start it and run `expgrid sync` again")
         from mlflow.exceptions import MlflowException
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)

@@ -22,6 +22,7 @@ import pytest
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from expgrid.cli import main
 from expgrid.mlflow_store import _on_local_disk, bounded_http_env, log_run_data, longest_call
 from expgrid.mlflow_writer import _Writer
 from expgrid.tracking import MIRROR_WAIT, Tracker
@@ -225,17 +226,22 @@ def test_a_server_that_is_gone_costs_seconds_and_the_missing_data_is_counted(tmp
     assert f"expgrid sync {tmp_path} --tracking-uri {uri}" in text
 
 
-def test_a_server_that_never_answers_is_given_up_at_the_deadline(tmp_path):
-    with socket.socket() as silent:  # accepts connections (the kernel does), never answers
+def test_a_writer_stuck_in_a_call_is_stopped_at_the_deadline(tmp_path, monkeypatch):
+    """A server that accepts and never answers, and a user's MLflow timeout longer than the wait:
+    the writer cannot end its call in time, so the study's end stops it at the deadline."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "120")
+    with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(64)
-        uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
-        tracker = Tracker(uri, "s", results_dir=tmp_path)
+        silent.settimeout(120)
+        tracker = Tracker(f"http://127.0.0.1:{silent.getsockname()[1]}", "s", results_dir=tmp_path)
         _calls(tracker, tmp_path)
+        connection, _ = silent.accept()  # the writer is in its first call (opening the store)
         started = time.monotonic()
         report = tracker.finish(wait=5.0)
         waited = time.monotonic() - started
-    assert waited < 5.0 + 30  # killed at the deadline (the slack is for a loaded machine)
+        connection.close()
+    assert waited < 5.0 + 30  # stopped at the deadline (the slack is for a loaded machine)
     assert (report.complete, report.counted) == (False, False)
     assert "did not finish within 5 s" in report.why
     assert tracker._process.poll() is not None
@@ -282,3 +288,15 @@ def test_a_resumed_trial_reopens_its_run_and_it_ends_with_every_epoch_once(tmp_p
     assert resumed._runs[("a", 1)] != other
     superseded = client.get_run(other)
     assert (superseded.info.status, superseded.data.tags.get("expgrid.superseded")) == ("KILLED", "true")
+
+
+def test_a_garbage_run_id_ledger_is_one_line_before_anything_starts(tmp_path, write_study, capsys):
+    study = write_study("study: s\ntrainable: toy\nmetric: score\nsections:\n  - {id: a, grid: {x: [1]}}\n")
+    results = tmp_path / "r"
+    results.mkdir()
+    (results / "mlflow.json").write_text("{not json")
+    assert main(["run", str(study), "--results", str(results)]) == 2
+    out, err = capsys.readouterr()
+    assert err == f"error: {results / 'mlflow.json'}: expected the MLflow run-id ledger expgrid writes (JSON with " \
+                  "\"stores\"); delete the file to have `expgrid sync` match runs by their tags, got '{not json'\n"
+    assert sorted(p.name for p in results.iterdir()) == ["mlflow.json"]  # no store, no writer, no Ray
