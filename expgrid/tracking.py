@@ -105,9 +105,10 @@ class MirrorReport:
     counted: bool = True  # False: the writer did not say what it had written
 
     def warning(self, results: Path) -> list[str]:
-        """The lines to print at the study's end: none when the mirror is complete."""
+        """The lines to print at the study's end: none when the mirror is complete (but for a
+        problem with the ledger, which only costs `expgrid sync` its shortcut)."""
         if self.complete:
-            return []
+            return [f"warning: MLflow: {error}" for error in self.errors[:1]]
         if self.counted:
             runs = _and([_count(n, f"{kind} run") for kind, n in self.runs.items() if n]) or "no run"
             lost = _and([_count(n, what) for n, what in ((self.points, "metric point"), (self.artifacts, "artifact")) if n])

@@ -206,3 +206,29 @@ def test_sync_refuses_a_results_directory_in_use(results, tmp_path, capsys):
         err = _one_error_line(["sync", str(results), "--tracking-uri", f"sqlite:///{store}"], capsys)
     assert "in use by `expgrid run`" in err
     assert not store.exists()
+
+
+def test_an_interrupted_section_is_synced_as_far_as_its_records_go(results, tmp_path, capsys):
+    """A section whose run was stopped (no section.json): the trials that had ended as recorded,
+    a running one with the epochs rows.jsonl holds, it and the section's run KILLED."""
+    folder = results / "sections" / "b"
+    (folder / "section.json").unlink()
+    (folder / "trials.json").unlink()
+    lines = (folder / "trials.jsonl").read_text().splitlines()
+    ended = [json.loads(line) for line in lines if json.loads(line)["index"] == 0]
+    (folder / "trials.jsonl").write_text("".join(json.dumps(t) + "\n" for t in ended) + '{"index": 1, "swe')  # cut
+    running = [json.loads(line)["row"] for line in (folder / "rows.jsonl").read_text().splitlines()
+               if json.loads(line)["trial"] == 1]  # fmt: skip
+    uri = f"sqlite:///{tmp_path / 'other.db'}"
+    assert "created 1 study, 2 section and 4 trial runs" in _sync(results, uri, capsys)
+    client, experiment = _experiment(uri)
+    ledger = checks.ledger_of(results, uri)
+    assert client.get_run(ledger["sections"]["b"]).info.status == "KILLED"
+    assert client.get_run(ledger["trials"]["b"]["0"]).info.status == "FINISHED"
+    stopped = client.get_run(ledger["trials"]["b"]["1"])
+    assert stopped.info.status == "KILLED" and stopped.data.params == {}
+    history = sorted((m.step, m.value) for m in client.get_metric_history(stopped.info.run_id, "score"))
+    assert history == [(row["epoch"], row["score"]) for row in running]
+    before = checks.snapshot(client, experiment)
+    assert "nothing to do" in _sync(results, uri, capsys)
+    assert checks.snapshot(client, experiment) == before
