@@ -416,10 +416,18 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from expgrid.mlflow_sync import sync
+    from expgrid.mlflow_sync import SyncFailed, sync
 
-    created = sync(args.results.resolve(), args.tracking_uri)
-    print(f"created {created['study']} study, {created['section']} section and {created['trial']} trial runs")
+    results = args.results.resolve()
+    try:
+        uri, done = sync(results, args.tracking_uri)
+    except SyncFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    if done.nothing:
+        print(f"sync {results} → {uri}: nothing to do (the store holds everything the results hold)")
+    else:
+        print(f"sync {results} → {uri}: {done.text()}")
     return 0
 
 

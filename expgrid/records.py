@@ -189,30 +189,58 @@ def read_progress(results: Path, section_id: str, trials: list[TrialRecord], *, 
     A trial whose end record was that cut line is rebuilt from its rows when they show how it
     ended (its last planned epoch, or a stop), so a completed trial stays completed; otherwise
     it continues as a running trial would. Trials interrupted by a stop are not ended."""
-    folder = section_dir(results, section_id)
     by_index = {t.index: t for t in trials}
-    ended: set[int] = set()
-    lines, cut = durable.read_jsonl(folder / "trials.jsonl", _TRIAL_LINE, _unfinished_fix(section_id), warn, repair=True)
-    for number, line in enumerate(lines, start=1):
-        record = _trial_from_json(line, folder / "trials.jsonl", f"line {number}", _unfinished_fix(section_id))
-        if record.index in by_index and record.status != INTERRUPTED:
-            by_index[record.index].__dict__.update(record.__dict__)
-            ended.add(record.index)
-    rows, _ = durable.read_jsonl(folder / "rows.jsonl", _ROW_LINE, _unfinished_fix(section_id), warn, repair=True)
-    for line in rows:
-        if not isinstance(line, dict) or not isinstance(line.get("row"), dict):
-            raise durable.RecordError(folder / "rows.jsonl", _ROW_LINE, f"a line that is not one ({line!r:.40})",
-                                      _unfinished_fix(section_id))  # fmt: skip
-        if line.get("trial") in by_index and line["trial"] not in ended:
-            by_index[line["trial"]].add_row(line["row"])
+    last, cut = _trial_log(results, section_id, warn, repair=True)
+    ended = {i for i, record in last.items() if i in by_index and record.status != INTERRUPTED}
+    for index in ended:
+        by_index[index].__dict__.update(last[index].__dict__)
+    for index, row in _row_log(results, section_id, warn, repair=True):
+        if index in by_index and index not in ended:
+            by_index[index].add_row(row)
     index = _index_of_cut_record(cut)
     if index in by_index and index not in ended:
         trial = by_index[index]
-        if _rebuild_ending(trial, asha, ended_at=(folder / "trials.jsonl").stat().st_mtime):
+        path = section_dir(results, section_id) / "trials.jsonl"
+        if _rebuild_ending(trial, asha, ended_at=path.stat().st_mtime):
             append_trial(results, section_id, trial)
             ended.add(index)
-            warn(f"{folder / 'trials.jsonl'}: trial {index}'s record rebuilt from rows.jsonl ({trial.status})")
+            warn(f"{path}: trial {index}'s record rebuilt from rows.jsonl ({trial.status})")
     return ended
+
+
+def ended_trials(results: Path, section_id: str) -> list[TrialRecord]:
+    """The last record of each trial in an unfinished section's trials.jsonl, by index (trials a
+    stop cut short among them, with status ``interrupted``); read only."""
+    last, _ = _trial_log(results, section_id, lambda text: None, repair=False)
+    return [last[i] for i in sorted(last)]
+
+
+def rows_of(results: Path, section_id: str) -> list[tuple[int, dict[str, Any]]]:
+    """Every (trial index, epoch row) of a section's rows.jsonl, in order; read only."""
+    return _row_log(results, section_id, lambda text: None, repair=False)
+
+
+def _trial_log(results: Path, section_id: str, warn: Warn, repair: bool) -> tuple[dict[int, TrialRecord], str | None]:
+    path = section_dir(results, section_id) / "trials.jsonl"
+    fix = _unfinished_fix(section_id)
+    lines, cut = durable.read_jsonl(path, _TRIAL_LINE, fix, warn, repair=repair)
+    last: dict[int, TrialRecord] = {}
+    for number, line in enumerate(lines, start=1):
+        record = _trial_from_json(line, path, f"line {number}", fix)
+        last[record.index] = record
+    return last, cut
+
+
+def _row_log(results: Path, section_id: str, warn: Warn, repair: bool) -> list[tuple[int, dict[str, Any]]]:
+    path = section_dir(results, section_id) / "rows.jsonl"
+    lines, _ = durable.read_jsonl(path, _ROW_LINE, _unfinished_fix(section_id), warn, repair=repair)
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not (isinstance(line, dict) and isinstance(line.get("trial"), int) and isinstance(line.get("row"), dict)):
+            raise durable.RecordError(path, f"{_ROW_LINE} (line {number})", f"{str(line)[:40]!r}",
+                                      _unfinished_fix(section_id))  # fmt: skip
+        rows.append((line["trial"], line["row"]))
+    return rows
 
 
 def _index_of_cut_record(text: str | None) -> int | None:
@@ -235,7 +263,10 @@ def _rebuild_ending(trial: TrialRecord, asha: bool, ended_at: float) -> bool:
 
 def _trial_from_json(data: Any, path: Path, where: str, fix: str) -> TrialRecord:
     try:
-        return TrialRecord.from_json(data)
+        record = TrialRecord.from_json(data)
+        if not isinstance(record.index, int) or not isinstance(record.history, list):
+            raise TypeError("not a trial record")
+        return record
     except (TypeError, ValueError):
         raise durable.RecordError(path, f"{_TRIAL_LINE} ({where})", f"{str(data)[:40]!r}", fix) from None
 
@@ -283,10 +314,4 @@ def read_trials(results: Path, section_id: str) -> list[TrialRecord]:
         if not isinstance(data, list):
             raise durable.RecordError(folder / "trials.json", "a list of trial records", f"{str(data)[:40]!r}", fix)
         return [_trial_from_json(d, folder / "trials.json", f"item {i}", fix) for i, d in enumerate(data)]
-    lines, _ = durable.read_jsonl(folder / "trials.jsonl", _TRIAL_LINE, "restore it from a copy, or delete the "
-                                  "section's folder to run it again", lambda text: None)  # fmt: skip
-    latest = {}
-    for number, line in enumerate(lines, start=1):
-        record = _trial_from_json(line, folder / "trials.jsonl", f"line {number}", "restore it from a copy")
-        latest[record.index] = record
-    return [latest[i] for i in sorted(latest)]
+    return ended_trials(results, section_id)

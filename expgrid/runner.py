@@ -184,11 +184,12 @@ def _run_sections(study: Study, spec: TrainableSpec, options: RunOptions, result
                                                                          facts_json["interrupted"])  # fmt: skip
         artifacts: dict[str, Any] = {f"report/{p.name}": p for p in (report.files if report else [])}
         tracker.end_study(status, {"summary.json": report.summary.to_json() if report else [], **artifacts})
+        mirror = tracker.finish()  # at most tracking.MIRROR_WAIT seconds, whatever the store does
         with _unless_failing(failure):
-            records.write_json(results / "study.json", {**facts_json, "mlflow_run_id": tracker.study_run_id()})
-        tracker.close()
-        for error in tracker.errors[:5]:
-            print(f"warning: MLflow: {error}", file=out)
+            records.write_json(results / "study.json", {**facts_json, "status": status,
+                                                         "mlflow_run_id": mirror.study_run_id or previous_run})  # fmt: skip
+        for line in mirror.warning(results):  # what the mirror lacks, and the sync command that adds it
+            print(line, file=out)
         if interrupted is not None:  # what the caller shows of a stopped study
             interrupted.outcome = StudyOutcome(study, results, uri, outcomes, report.summary if report else None)
     return StudyOutcome(study, results, uri, outcomes, report.summary if report else None)
@@ -251,8 +252,9 @@ class _SectionEvents:
         trial = self.trials[index]
         if trial.started is None:
             trial.started = at or time.time()
-            name = f"{self.section.id}/{index} " + " ".join(f"{k}={_short(v)}" for k, v in trial.swept.items())
-            self.tracker.start_trial(self.section.id, index, name[:250], trial.config, {}, trial.started)
+            # A resumed trial has rows already (from rows.jsonl): its run gets every one of them.
+            self.tracker.start_trial(self.section.id, index, tracking.trial_run_name(self.section.id, index, trial.swept),
+                                     trial.config, {}, trial.started, history=trial.history)  # fmt: skip
         trial.status = RUNNING
         self._redraw(False)
 
