@@ -223,8 +223,12 @@ def _node_id() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
-def _load_checkpoint() -> Any | None:
+def _load_checkpoint(fallback: str | None = None) -> Any | None:
+    """The trial's checkpoint from Tune, else the one in ``fallback`` (a checkpoint directory
+    of an earlier experiment, see ``newest_checkpoint``)."""
     checkpoint = tune.get_checkpoint()
+    if checkpoint is None and fallback is not None:
+        checkpoint = tune.Checkpoint.from_directory(fallback)
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as d:
@@ -240,8 +244,10 @@ class RaySession(reporter.Session):
         _report({**_newest(rows), ROWS_KEY: rows, NODE_KEY: _node_id()}, state)
 
     def _load(self) -> dict[str, Any] | None:
-        return _load_checkpoint()
+        return _load_checkpoint(self.restore_from)
 
+    # Set by _trial_entry: a checkpoint to start from when Tune has none for this trial.
+    restore_from: str | None = None
     # Set by _trial_entry for a data-parallel trial: per-worker resources and where Train keeps
     # its run (the same name on a retry, so Train resumes from that run's latest checkpoint).
     train: dict[str, Any] | None = None
@@ -285,6 +291,7 @@ def _trial_entry(param: dict[str, Any], shared: dict[Any, Any] | None = None, co
     member = members[0]
     session = RaySession(TrialRules.from_json(member["rules"]))
     session.train = member.get("train")
+    session.restore_from = member.get("restore_from")
     with reporter.active(session):
         try:
             _call(_function(member["ref"], code_path), member, shared)
@@ -682,6 +689,22 @@ def set_aside(storage_path: str, name: str) -> str:
     aside = f"{path}.unrestorable-{time.strftime('%Y%m%d-%H%M%S')}"
     os.replace(path, aside)
     return aside
+
+
+# What Tune says when a restored trial's checkpoint was deleted: the driver died between Tune
+# registering a newer checkpoint (which deletes the one before, num_to_keep=1) and saving its
+# experiment state, which still names the old one (Ray 2.60's wording).
+LOST_CHECKPOINT = "Could not recover from checkpoint as it does not exist on storage anymore"
+
+
+def newest_checkpoint(storage_path: str, name: str, index: int) -> str | None:
+    """The newest checkpoint left on local storage of a trial run as its own Tune trial (not
+    packed), or None."""
+    folder = Path(_experiment_path(storage_path, name)) / f"trial_{index:04d}"
+    if "://" in storage_path or not folder.is_dir():
+        return None
+    found = sorted(p for p in folder.glob("checkpoint_*") if (p / _CHECKPOINT_FILE).is_file())
+    return str(found[-1]) if found else None
 
 
 def can_resume(storage_path: str, name: str) -> bool:

@@ -18,7 +18,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from expgrid import yamlfile
+from expgrid import interrupts, yamlfile
 from expgrid.config import flatten
 from expgrid.errors import (
     EXIT_FAILED,
@@ -346,7 +346,11 @@ def _run(args: argparse.Namespace) -> int:
         storage=args.storage if args.storage is None or "://" in args.storage else str(Path(args.storage).resolve()),
         num_cpus=args.num_cpus,
     )
-    _print_end(run_study(study, spec, options))
+    try:
+        outcome = run_study(study, spec, options)
+    finally:
+        interrupts.leave_quietly_on_signals()
+    _print_end(outcome)
     return 0
 
 

@@ -142,3 +142,11 @@ def reinstall() -> None:
         return
     for s in _SIGNALS:
         signal.signal(s, _on_signal)
+
+
+def leave_quietly_on_signals() -> None:
+    """Once a study has ended (its results complete), a Ctrl-C or SIGTERM while the process
+    prints its summary or Ray shuts down (at exit) ends it at once, without a traceback."""
+    if threading.current_thread() is threading.main_thread():
+        for s in _SIGNALS:
+            signal.signal(s, lambda _signum, _frame: os._exit(EXIT_INTERRUPTED))

@@ -108,6 +108,10 @@ class _QuietFileHandler(logging.FileHandler):
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
         pass
 
+    def _open(self):  # noqa: ANN202 - logging's own
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             super().close()
@@ -118,8 +122,7 @@ def tune_logs_to(path: Path) -> Iterator[None]:
     """Ray Tune's and Ray Train's own log lines go to ``path`` for the run, not to the terminal:
     expgrid reports trials, failures and stops itself (the progress line, the records), and Tune's
     tracebacks of a trial error or a failed state save would bury them."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = _QuietFileHandler(path, delay=True)
+    handler = _QuietFileHandler(path, delay=True)  # made with its folder by the first line
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     loggers = [logging.getLogger(name) for name in ("ray.tune", "ray.train")]
     saved = [(logger.propagate, logger.level) for logger in loggers]

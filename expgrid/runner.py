@@ -237,6 +237,7 @@ class _SectionEvents:
         # Set when the results' storage failed (a full disk): what to name, and the OS error.
         self.fault: OSError | None = None
         self.heard = False  # whether Tune has reported anything of this section's trials
+        self.lost_checkpoints: set[int] = set()  # resumed trials whose checkpoint Tune had lost
         self.storage = ""  # where Tune writes trial checkpoints (set by the runner)
         self.log = SectionLog(results, study.name, section.id, section.name, study.metric, study.mode)
         self.rows = records.RowLog(results, section.id)
@@ -307,15 +308,26 @@ class _SectionEvents:
         if not nodes or nodes[-1] != node_id:
             nodes.append(node_id)
 
+    def _checkpoint_lost(self, index: int, error: str | None) -> bool:
+        """A resumed trial whose checkpoint Tune's saved state names but storage no longer has
+        (see ``ray_api.LOST_CHECKPOINT``) did not fail: the runner starts it again after Tune's
+        run, from its newest checkpoint on disk."""
+        from cluster.ray_api import LOST_CHECKPOINT
+
+        if error is None or LOST_CHECKPOINT not in error:
+            return False
+        self.lost_checkpoints.add(index)
+        return True
+
     def trial_retried(self, index: int, error: str) -> None:
-        if index in self.ended_before or self._trial_storage_failed(error):
+        if index in self.ended_before or self._trial_storage_failed(error) or self._checkpoint_lost(index, error):
             return
         self.trials[index].retries += 1
         self.retries += 1
         self._redraw(False)
 
     def trial_finished(self, index: int, error: str | None, at: float | None = None) -> None:
-        if index in self.ended_before or self._trial_storage_failed(error):
+        if index in self.ended_before or self._trial_storage_failed(error) or self._checkpoint_lost(index, error):
             return
         trial = self.trials[index]
         trial.ended = at or time.time()
@@ -484,13 +496,15 @@ def _run_section(
 
 def _run_trials(tune_section: Any, events: _SectionEvents, out: TextIO) -> float:
     """Run the section's Tune experiment; return its wall time. A failure to store records
-    (a full disk) is left in ``events.fault`` for the caller. A resumed experiment whose saved
-    state Tune cannot read back (written while the disk filled up, say) is set aside, and the
-    trials that had not ended start again from their first epoch."""
+    (a full disk) is left in ``events.fault`` for the caller. What a killed driver can leave
+    behind is mended here: a resumed experiment whose saved state Tune cannot read back (written
+    while the disk filled up, say) is set aside, and the trials that had not ended start again
+    from their first epoch; resumed trials whose checkpoints Tune had lost run again after it
+    (:func:`_recovery`)."""
     from cluster import ray_api
 
     try:
-        return ray_api.run_section(tune_section, events)
+        seconds = ray_api.run_section(tune_section, events)
     except Exception as e:
         failure = durable.storage_failure(e, tune_section.storage_path)
         if failure is not None:
@@ -505,6 +519,29 @@ def _run_trials(tune_section: Any, events: _SectionEvents, out: TextIO) -> float
               file=out)  # fmt: skip
         unended = [t for t in tune_section.trials if t["index"] not in events.ended_before]
         return _run_trials(dataclasses.replace(tune_section, resume=False, trials=unended), events, out)
+    if events.lost_checkpoints and not events.stop.requested:
+        seconds += _run_trials(_recovery(tune_section, events, out), events, out)
+    return seconds
+
+
+def _recovery(tune_section: Any, events: _SectionEvents, out: TextIO) -> Any:
+    """A Tune run of the resumed trials whose checkpoints Tune had lost: each from its newest
+    checkpoint left on disk (a packed trial, or one with none left, from its first epoch)."""
+    from cluster import ray_api
+
+    lost, events.lost_checkpoints = sorted(events.lost_checkpoints), set()
+    trials = []
+    for trial in tune_section.trials:
+        if trial["index"] in lost:
+            newest = None if tune_section.pack > 1 else ray_api.newest_checkpoint(
+                tune_section.storage_path, tune_section.name, trial["index"])  # fmt: skip
+            trials.append({**trial, "restore_from": newest})
+            where = f"its checkpoint {Path(newest).name}" if newest else "its first epoch"
+            print(f"warning: section {events.section.id}: trial {trial['index']}'s checkpoint in Tune's saved state "
+                  f"was gone (the driver was killed as Tune replaced it); it goes on from {where}", file=out)  # fmt: skip
+    name = f"{tune_section.name}-recovered"
+    ray_api.set_aside(tune_section.storage_path, name)
+    return dataclasses.replace(tune_section, name=name, trials=trials, resume=False, pack=1)
 
 
 def _interrupted(section: Section, trials: list[TrialRecord], events: _SectionEvents,

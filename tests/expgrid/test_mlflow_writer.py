@@ -298,5 +298,7 @@ def test_a_garbage_run_id_ledger_is_one_line_before_anything_starts(tmp_path, wr
     assert main(["run", str(study), "--results", str(results)]) == 2
     out, err = capsys.readouterr()
     assert err == f"error: {results / 'mlflow.json'}: expected the MLflow run-id ledger expgrid writes (JSON with " \
-                  "\"stores\"); delete the file to have `expgrid sync` match runs by their tags, got '{not json'\n"
-    assert sorted(p.name for p in results.iterdir()) == ["mlflow.json"]  # no store, no writer, no Ray
+                  "\"stores\"), got unreadable content ('{not json'); delete the file to have `expgrid sync` match " \
+                  "runs by their tags\n"
+    # No store, no writer, no Ray: only the lock the refused run held while it read the records.
+    assert sorted(p.name for p in results.iterdir()) == ["expgrid.lock", "mlflow.json"]

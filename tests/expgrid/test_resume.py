@@ -66,6 +66,11 @@ def test_a_killed_driver_resumes_and_ends_as_an_uninterrupted_run(ray_session, t
     ends = killed / "sections" / "b" / "trials.jsonl"
     text = ends.read_text()
     ends.write_text(text[: text.rindex("\n", 0, -1) + 50])
+    # ...and as Tune replaced trial 2's checkpoint by a newer one (deleting the one its saved
+    # state still names): Tune cannot restore it, expgrid goes on from the newer one.
+    (checkpoint,) = (killed / "tune" / "section-b" / "trial_0002").glob("checkpoint_*")
+    newer = checkpoint.with_name(f"checkpoint_{int(checkpoint.name.split('_')[1]) + 1:06d}")
+    checkpoint.rename(newer)
 
     resumed = _run([str(study), "--results", str(killed), "--resume"], address)
     out = resumed.communicate(timeout=600)[0]
@@ -73,6 +78,8 @@ def test_a_killed_driver_resumes_and_ends_as_an_uninterrupted_run(ray_session, t
     assert "a Section a: finished earlier" in out
     assert "b Section b: resuming (2 of 5 trials had ended)" in out, out
     assert f"warning: {ends}: trial 1's record rebuilt from rows.jsonl (completed)" in out
+    assert (f"warning: section b: trial 2's checkpoint in Tune's saved state was gone (the driver was killed as Tune "
+            f"replaced it); it goes on from its checkpoint {newer.name}") in out, out
 
     trials = json.loads((killed / "sections" / "b" / "trials.json").read_text())
     assert [t["status"] for t in trials] == ["completed"] * 5
