@@ -7,6 +7,7 @@ directory (nothing was started).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     where = run.add_mutually_exclusive_group()
     where.add_argument("--address", help="attach to a running Ray cluster (e.g. auto, 10.0.0.1:6379, ray://host:10001)")
     where.add_argument("--local", action="store_true", help="start a private local Ray (the default)")
+    run.add_argument("--connect-timeout", type=_positive_seconds, default=30.0, metavar="SECONDS",
+                     help="with --address: fail when no Ray cluster answers there within this long (default: 30)")  # fmt: skip
     run.add_argument("--sections", help="comma-separated section ids to run, e.g. 3.1,3.2")
     run.add_argument("--max-concurrent", type=_positive_int, help="at most this many trials at once")
     run.add_argument("--num-cpus", type=_positive_int, help="CPUs a local Ray may use (default: all)")
@@ -95,6 +98,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0 < value < math.inf):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text}")
+    return value
+
+
 def resolve_study_path(name: str) -> str:
     """A path as given, or the name of a study shipped in search_spaces/ (with or without .yaml)."""
     path = Path(name)
@@ -134,6 +147,7 @@ def _run(args: argparse.Namespace) -> int:
         results_dir=args.results or (Path("results") / f"{study.name}-smoke" if study.smoke else None),
         tracking_uri=args.tracking_uri,
         address=args.address,
+        connect_timeout=args.connect_timeout,
         sections=tuple(s.strip() for s in args.sections.split(",")) if args.sections else None,
         max_concurrent=args.max_concurrent,
         resume=args.resume,
