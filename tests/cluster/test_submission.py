@@ -205,7 +205,10 @@ def ray_head():
     temp_dir = Path(tempfile.mkdtemp(prefix="eg-ray-", dir="/tmp"))  # short: Ray's socket paths
     port, dashboard_port = _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "PYTHONPATH")}
-    env.update(RAY_AUTH_MODE="disabled", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+    # Token auth on, with the test session's token (tests/conftest.py): the head, `ray job submit`
+    # (to the dashboard), submit.py and the jobs' drivers all need it.
+    assert env.get("RAY_AUTH_MODE") == "token" and env.get("RAY_AUTH_TOKEN"), "set by tests/conftest.py"
+    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
     head_env = {**env, "PYTHONPATH": str(REPO)}
     ports = {
         "--port": port, "--dashboard-port": dashboard_port, "--ray-client-server-port": _free_port(),
