@@ -18,14 +18,16 @@ from the cluster.
 GCS and the raylet with it, but the dashboard agent and the runtime-env agent (children of the
 raylet) wait on the dead GCS for about a minute before they exit, still listening. So each local
 start leaves a record (``~/.cache/expgrid/ray/<driver pid>.json``: the driver, the Ray
-processes it started, the session directory and a marker that every process of that Ray
-carries in its environment), and the next local start ends the processes of every record whose
-driver is dead, then deletes the record. A record whose driver is alive is never touched, and
+processes it started, its session directory, and a marker that every process of that Ray
+carries in its environment, workers started later included), and the next local start ends the
+processes of every record whose driver is dead (those with the marker, or with a recorded pid
+and start time), then deletes the record; a driver that ends normally deletes its own. A record whose driver is alive is never touched, and
 nothing without a record is: other Ray instances of this machine are not expgrid's to stop.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -126,9 +128,11 @@ def record(marker: str, session_dir: str | None) -> Path:
     import psutil
 
     me = psutil.Process()
-    processes = [i for i in (_identity(p) for p in me.children(recursive=True)) if i]
+    # Ray's processes only: the driver's other children (the MLflow writer, started earlier) are
+    # not Ray's, and a writer still draining after its driver died is not to be stopped.
+    ray_processes = [p for p in me.children(recursive=True) if _marked(p, marker)]
     data = {"driver": _identity(me), **_this_boot(), "marker": marker, "session_dir": session_dir,
-            "processes": processes}  # fmt: skip
+            "processes": [i for i in map(_identity, ray_processes) if i]}  # fmt: skip
     folder = records_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{os.getpid()}.json"
@@ -136,6 +140,7 @@ def record(marker: str, session_dir: str | None) -> Path:
     with os.fdopen(fd, "w") as f:
         json.dump(data, f)
     os.replace(tmp, path)  # whole or absent: a cleaner never reads half a record
+    atexit.register(forget)  # a driver that ends normally shuts its Ray down (Ray's own atexit)
     return path
 
 
@@ -144,18 +149,26 @@ def forget() -> None:
     (records_dir() / f"{os.getpid()}.json").unlink(missing_ok=True)
 
 
-def _belongs(process: Any, rec: dict[str, Any], recorded: set[tuple[int, float]]) -> bool:
+def _marked(process: Any, marker: str) -> bool:
     import psutil
 
     try:
-        if (process.pid, process.create_time()) in recorded:
-            return True
-        # Ray renames its agents and workers (setproctitle), so the session directory is only
-        # in the command line of some; the marker is in the environment of all.
-        if rec.get("session_dir") and any(rec["session_dir"] in part for part in process.cmdline()):
-            return True
-        return bool(rec.get("marker")) and process.environ().get(OWNER_ENV) == rec["marker"]
+        return process.environ().get(OWNER_ENV) == marker
     except psutil.Error:  # gone, or another user's: not ours either way
+        return False
+
+
+def _belongs(process: Any, rec: dict[str, Any], recorded: set[tuple[int, float]]) -> bool:
+    """Whether ``process`` is one of the recorded Ray's: started by it (Ray renames its agents
+    and workers, so their command lines do not say; the marker is in the environment of all),
+    or recorded by pid and start time."""
+    import psutil
+
+    if rec.get("marker") and _marked(process, rec["marker"]):
+        return True
+    try:
+        return (process.pid, process.create_time()) in recorded
+    except psutil.Error:
         return False
 
 
