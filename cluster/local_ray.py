@@ -18,11 +18,12 @@ from the cluster.
 GCS and the raylet with it, but the dashboard agent and the runtime-env agent (children of the
 raylet) wait on the dead GCS for about a minute before they exit, still listening. So each local
 start leaves a record (``~/.cache/expgrid/ray/<driver pid>.json``: the driver, the Ray
-processes it started, its session directory, and a marker that every process of that Ray
-carries in its environment, workers started later included), and the next local start ends the
-processes of every record whose driver is dead (those with the marker, or with a recorded pid
-and start time), then deletes the record; a driver that ends normally deletes its own. A record whose driver is alive is never touched, and
-nothing without a record is: other Ray instances of this machine are not expgrid's to stop.
+processes it started, its session directory, and a marker that the Ray processes inherit in
+their environment, workers started later included), and the next local start ends the
+processes of every record whose driver is dead (those with a recorded pid and start time, or
+with the marker), then deletes the record; a driver that ends normally deletes its own. A
+record whose driver is alive is never touched, and nothing without a record is: other Ray
+instances of this machine are not expgrid's to stop.
 """
 
 from __future__ import annotations
@@ -53,11 +54,11 @@ class NotLoopback(StudyFailed):
     """A local Ray would get a node IP other than loopback, i.e. listen on the network."""
 
     def __init__(self, node_ip: str):
-        super().__init__(
-            f"a local Ray would listen on {node_ip}, not only on 127.0.0.1 (Ray was imported before cluster.ray_api, or "
-            f"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER={os.environ.get('RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER')} was set); "
-            "to open a Ray to the network, start it with `ray start --head` and pass --address"
-        )
+        setting = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+        why = (f"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER={setting} is set" if setting != "0"
+               else "Ray was imported before cluster.ray_api")  # fmt: skip
+        super().__init__(f"a local Ray would listen on {node_ip}, not only on 127.0.0.1 ({why}); to open a Ray to the "
+                         "network on purpose, start it with `ray start --head` and pass --address")  # fmt: skip
 
 
 def keep_token_private() -> None:
@@ -129,8 +130,15 @@ def record(marker: str, session_dir: str | None) -> Path:
 
     me = psutil.Process()
     # Ray's processes only: the driver's other children (the MLflow writer, started earlier) are
-    # not Ray's, and a writer still draining after its driver died is not to be stopped.
-    ray_processes = [p for p in me.children(recursive=True) if _marked(p, marker)]
+    # not Ray's, and a writer still draining after its driver died is not to be stopped. The
+    # processes Ray started directly carry the marker; their own children (the agents, the
+    # dashboard's modules) too, but these rename themselves (setproctitle), which blanks what
+    # /proc shows of their environment: they are taken as descendants of a marked process.
+    ray_processes = []
+    for child in me.children():
+        if _marked(child, marker):
+            with contextlib.suppress(psutil.Error):
+                ray_processes += [child, *child.children(recursive=True)]
     data = {"driver": _identity(me), **_this_boot(), "marker": marker, "session_dir": session_dir,
             "processes": [i for i in map(_identity, ray_processes) if i]}  # fmt: skip
     folder = records_dir()
@@ -159,9 +167,9 @@ def _marked(process: Any, marker: str) -> bool:
 
 
 def _belongs(process: Any, rec: dict[str, Any], recorded: set[tuple[int, float]]) -> bool:
-    """Whether ``process`` is one of the recorded Ray's: started by it (Ray renames its agents
-    and workers, so their command lines do not say; the marker is in the environment of all),
-    or recorded by pid and start time."""
+    """Whether ``process`` is one of the recorded Ray's: recorded by pid and start time (all of
+    them at the start), or carrying its marker (workers started later). Ray renames its agents
+    and workers, so command lines do not say."""
     import psutil
 
     if rec.get("marker") and _marked(process, rec["marker"]):
