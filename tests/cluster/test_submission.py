@@ -187,7 +187,9 @@ def _free_port() -> int:
 
 
 def _get_json(url: str):
-    with urllib.request.urlopen(url, timeout=5) as response:
+    # The dashboard refuses a request without the cluster's token (401).
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {os.environ['RAY_AUTH_TOKEN']}"})
+    with urllib.request.urlopen(request, timeout=5) as response:
         return json.loads(response.read())
 
 
