@@ -111,17 +111,39 @@ def _same(identity: dict[str, Any]) -> Any | None:
         return None
 
 
+def _free_loopback_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @contextlib.contextmanager
 def marked_start() -> Iterator[str]:
-    """Around the ``ray.init`` that starts a local Ray: every process Ray starts inherits the
-    marker (the raylet passes its environment on to the agents and workers it starts later).
-    The driver's own later children (e.g. the MLflow writer) do not: it is removed after."""
+    """Around the ``ray.init`` that starts a local Ray: every process Ray starts inherits (the
+    raylet passes its environment on to the agents and workers it starts later)
+
+    - the marker of this Ray;
+    - its own address as ``RAY_ADDRESS``, with the GCS port chosen here (``RAY_GCS_SERVER_PORT``,
+      which Ray reads for a new head): Ray's State API called without an address inside a
+      worker (Ray Train's placement-group cleaner does) otherwise looks for "the" Ray of the
+      machine, fails when there are several (two studies at once, other users), and Train's
+      reservations of a trial cut by ASHA are never given back: the next trial waits for ever.
+
+    Both are removed after, so the driver's own later children (e.g. the MLflow writer) do not
+    inherit them, and a later ``connect()`` of this process starts a new local Ray again."""
     marker = uuid.uuid4().hex
-    os.environ[OWNER_ENV] = marker
+    port = os.environ.get("RAY_GCS_SERVER_PORT") or str(_free_loopback_port())
+    added = {OWNER_ENV: marker, "RAY_GCS_SERVER_PORT": port, "RAY_ADDRESS": f"127.0.0.1:{port}"}
+    before = {name: os.environ.get(name) for name in added}
+    os.environ.update(added)
     try:
         yield marker
     finally:
-        os.environ.pop(OWNER_ENV, None)
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def record(marker: str, session_dir: str | None) -> Path:
