@@ -10,6 +10,7 @@ are found from its driver: the driver's process tree, which holds every Ray proc
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -94,15 +95,25 @@ def _grpc(target: str, method: str, token: str | None) -> str:
             return e.code().name
 
 
-def _http(url: str, token: str | None) -> int:
+def _http(url: str, token: str | None) -> tuple[int, bytes]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as response:
-            return response.status
+            return response.status, response.read()
     except urllib.error.HTTPError as e:
-        return e.code
+        return e.code, b""
     except OSError:
-        return 0  # not an HTTP server (a gRPC port)
+        return 0, b""  # not an HTTP server (a gRPC port)
+
+
+def _is_dashboard_api(port: int, token: str) -> bool:
+    """The dashboard's HTTP API (its process also serves Prometheus metrics, which answer any
+    path): /api/version answers with Ray's version."""
+    status, body = _http(f"http://127.0.0.1:{port}/api/version", token)
+    try:
+        return status == 200 and "ray_version" in json.loads(body)
+    except ValueError:
+        return False
 
 
 def _machine_addresses() -> list[str]:
@@ -172,10 +183,12 @@ def test_a_local_study_listens_on_loopback_only_and_refuses_clients_without_the_
         raylet = [port for p, kind, _, port in sockets if kind == "tcp" and "raylet" in names[p.pid].split()[0]
                   and _grpc(f"127.0.0.1:{port}", raylet_call, token) == "OK"]  # fmt: skip
         assert raylet and all(_grpc(f"127.0.0.1:{port}", raylet_call, None) == "UNAUTHENTICATED" for port in raylet)
-        dashboard = [port for p, kind, _, port in sockets if kind == "tcp" and "dashboard.py" in names[p.pid]
-                     and _http(f"http://127.0.0.1:{port}/api/jobs/", token) == 200]  # fmt: skip
-        assert dashboard, "no dashboard port answered /api/jobs/ with the token"
-        assert [_http(f"http://127.0.0.1:{port}/api/jobs/", None) for port in dashboard] == [401] * len(dashboard)
+        dashboard = [port for p, kind, _, port in sockets
+                     if kind == "tcp" and "dashboard.py" in names[p.pid] and _is_dashboard_api(port, token)]  # fmt: skip
+        assert len(dashboard) == 1, dashboard
+        assert _http(f"http://127.0.0.1:{dashboard[0]}/api/jobs/", token)[0] == 200
+        assert _http(f"http://127.0.0.1:{dashboard[0]}/api/jobs/", None)[0] == 401
+        assert _http(f"http://127.0.0.1:{dashboard[0]}/api/jobs/", "not-the-token")[0] == 403
 
         assert driver.poll() is None, "the study ended before the checks did: give it more epochs"
         out, err = driver.communicate(timeout=300)
