@@ -89,8 +89,26 @@ def _seconds(timeout: float) -> str:
     return f"{timeout:g} s"
 
 
-def probe(address: str, target: str, timeout: float) -> None:
-    """Raise ClusterUnreachable unless a gRPC server answers at ``target`` within ``timeout``."""
+TOKEN_ADVICE = ("run with RAY_AUTH_MODE=token and the cluster's token in $RAY_AUTH_TOKEN or "
+                "~/.ray/auth_token")  # fmt: skip
+
+
+def sends_token(address: str) -> bool:
+    """Whether ``ray.init(address)`` will send a token (Ray 2.60's rule, worker.py): with
+    RAY_AUTH_MODE=token; with it unset, only to ``auto`` and only when a token is available."""
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is not None:
+        return mode.lower() == "token"
+    if address != "auto":
+        return False
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or os.path.isfile(path)
+
+
+def probe(address: str, target: str, timeout: float, with_token: bool = True) -> None:
+    """Raise ClusterUnreachable unless a gRPC server answers at ``target`` within ``timeout``,
+    or when it is a Ray GCS that wants a token and ``with_token`` is False (ray.init would
+    retry for about 20 s, Ray's C++ client printing a warning a second, then fail)."""
     deadline = time.monotonic() + timeout
     host, port = _host_port(address, target)
     try:
@@ -117,7 +135,10 @@ def probe(address: str, target: str, timeout: float) -> None:
                                           "head node)")  # fmt: skip
     if "://" in target:
         return  # a Ray Client server: ray.init's own client checks the rest
-    _grpc_health(address, f"[{host}]:{port}" if ":" in host else f"{host}:{port}", deadline, timeout)
+    grpc_target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    _grpc_health(address, grpc_target, deadline, timeout)
+    if not with_token and _wants_token(grpc_target, deadline):
+        raise ClusterUnreachable(address, f"the cluster wants a token and this driver has none to send; {TOKEN_ADVICE}")
 
 
 def _connect(family: int, kind: int, proto: int, where: Any, deadline: float) -> None:
@@ -157,3 +178,22 @@ def _grpc_health(address: str, target: str, deadline: float, timeout: float) -> 
                 raise ClusterUnreachable(address, f"the Ray GCS did not answer ({code.name}: {e.details()})") from None
     finally:
         channel.close()
+
+
+def _wants_token(target: str, deadline: float) -> bool:
+    """Whether the GCS refuses a call without a token (GetClusterId, the first call ray.init
+    makes). Any other answer, or none in time, leaves the judgement to ray.init."""
+    import grpc
+
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary("/ray.rpc.NodeInfoGcsService/GetClusterId", request_serializer=lambda b: b,
+                                   response_deserializer=lambda b: b)  # fmt: skip
+        future = call.future(b"", timeout=max(0.1, deadline - time.monotonic()))
+        while True:
+            try:
+                future.result(timeout=_SLICE_S)
+                return False
+            except grpc.FutureTimeoutError:
+                continue
+            except grpc.RpcError as e:
+                return e.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -246,7 +246,7 @@ def _start_local(num_cpus: int | None, num_gpus: int | None) -> None:
 def _attach(address: str, timeout: float) -> None:
     target = attach.resolve(address)
     shown = address if target == address else f"{address} ({target})"  # `auto (10.0.0.5:6379)`
-    attach.probe(shown, target, timeout)
+    attach.probe(shown, target, timeout, with_token=attach.sends_token(address))
     try:
         # The address as given: Ray sends its token unasked only to `auto` (the machine's own
         # Ray), never to an address typed in.
@@ -260,9 +260,9 @@ def _attach_problem(error: BaseException) -> str:
     while error is not None and error not in chain:
         chain.append(error)
         error = error.__cause__ or error.__context__  # type: ignore[assignment]
-    if any(type(e).__name__ == "AuthenticationError" for e in chain):
-        return ("the cluster refused this driver's token (missing or wrong); run with RAY_AUTH_MODE=token and the "
-                "cluster's token in $RAY_AUTH_TOKEN or ~/.ray/auth_token")  # fmt: skip
+    # Ray raises AuthenticationError, or a RuntimeError holding the traceback of one as text.
+    if any(type(e).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(e) for e in chain):
+        return f"the cluster refused this driver's token (missing or wrong); {attach.TOKEN_ADVICE}"
     first = next((str(e).strip().splitlines()[0] for e in reversed(chain) if str(e).strip()), type(chain[0]).__name__)
     return f"could not attach ({first[:300]})"
 

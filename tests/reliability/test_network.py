@@ -285,6 +285,45 @@ def test_the_next_local_start_stops_what_a_killed_driver_left_and_nothing_else(t
                        capture_output=True, timeout=120)  # fmt: skip
 
 
+def test_a_driver_without_the_token_is_refused_with_one_line(tmp_path, toy_study):
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    ray_driver = subprocess.Popen([sys.executable, "-c", DRIVER, "wait"], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert ray_driver.stdout.readline().strip() == "READY", ray_driver.communicate()[1][-3000:]
+        gcs = [port for p, kind, _, port in _listening(_tree(ray_driver.pid))
+               if kind == "tcp" and "gcs_server" in _name(p)]  # fmt: skip
+        assert len(gcs) == 1, gcs
+        (tmp_path / "home").mkdir()
+        stranger = {k: v for k, v in env.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
+        stranger["HOME"] = str(tmp_path / "home")  # no ~/.ray/auth_token either
+        run = _expgrid(*toy_study, "--address", f"127.0.0.1:{gcs[0]}", env=stranger)
+        out, err = run.communicate(timeout=180)
+        assert run.returncode == 1, out + err
+        assert _stderr_lines(err) == [f"study stopped: --address 127.0.0.1:{gcs[0]}: the cluster wants a token and "
+                                      "this driver has none to send; run with RAY_AUTH_MODE=token and the cluster's "
+                                      "token in $RAY_AUTH_TOKEN or ~/.ray/auth_token"], err  # fmt: skip
+        # With the mode on but a wrong token, Ray's client tries (its own retry warnings), then
+        # gives up: the last line says why.
+        wrong = _expgrid(*toy_study, "--address", f"127.0.0.1:{gcs[0]}",
+                         env={**stranger, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-the-token"})  # fmt: skip
+        out, err = wrong.communicate(timeout=180)
+        assert wrong.returncode == 1 and "Traceback" not in err, out + err
+        assert _stderr_lines(err)[-1] == (f"study stopped: --address 127.0.0.1:{gcs[0]}: the cluster refused this "
+                                          "driver's token (missing or wrong); run with RAY_AUTH_MODE=token and the "
+                                          "cluster's token in $RAY_AUTH_TOKEN or ~/.ray/auth_token"), err  # fmt: skip
+    finally:
+        ray_driver.send_signal(signal.SIGTERM)
+        try:
+            ray_driver.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            ray_driver.kill()
+            ray_driver.wait()
+        subprocess.run([sys.executable, "-c", "from cluster import local_ray; local_ray.clean_up_orphans()"], env=env,
+                       capture_output=True, timeout=120)  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------
 # --address where no Ray answers
 
