@@ -138,7 +138,10 @@ def probe(address: str, target: str, timeout: float, with_token: bool = True) ->
     grpc_target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     _grpc_health(address, grpc_target, deadline, timeout)
     if not with_token and _wants_token(grpc_target, deadline):
-        raise ClusterUnreachable(address, f"the cluster wants a token and this driver has none to send; {TOKEN_ADVICE}")
+        raise ClusterUnreachable(
+            address,
+            f"the cluster wants a token, and this driver sends none without RAY_AUTH_MODE=token; {TOKEN_ADVICE}",
+        )
 
 
 def _connect(family: int, kind: int, proto: int, where: Any, deadline: float) -> None:

@@ -161,13 +161,22 @@ def test_a_local_study_listens_on_loopback_only_and_refuses_clients_without_the_
         for server in ("gcs_server", "raylet", "ray::DashboardAgent", "ray::RuntimeEnvAgent", "dashboard.py"):
             assert any(server in n for n in names.values()), (server, sorted(set(names.values())))
         assert any(n.startswith("ray::") and "Agent" not in n for n in names.values()), names  # trial workers
-        # What the user did: connect through the machine's own address. Nothing is there.
+        # What the user did: connect through the machine's own address. None of this Ray's
+        # processes takes the connection (another Ray of the machine may hold the same port
+        # there: Ray's default ports are fixed, e.g. the dashboard agent's 52365).
+        ours = {p.pid for p in processes}
         for ip in _machine_addresses():
             for _, kind, _, port in sockets:
-                if kind == "tcp":
-                    with socket.socket() as s:
-                        s.settimeout(5)
-                        assert s.connect_ex((ip, port)) != 0, f"{ip}:{port} accepted a connection"
+                if kind != "tcp":
+                    continue
+                with socket.socket() as s:
+                    s.settimeout(5)
+                    if s.connect_ex((ip, port)) != 0:
+                        continue
+                holders = {c.pid for c in psutil.net_connections(kind="tcp")
+                           if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                           and not _is_loopback(c.laddr.ip)}  # fmt: skip
+                assert not holders & ours, f"{ip}:{port} was accepted by {holders & ours}"
 
         # Token authentication: on, with the token Ray generated, readable by its owner only.
         token_file = home / ".ray" / "auth_token"
@@ -301,9 +310,9 @@ def test_a_driver_without_the_token_is_refused_with_one_line(tmp_path, toy_study
         run = _expgrid(*toy_study, "--address", f"127.0.0.1:{gcs[0]}", env=stranger)
         out, err = run.communicate(timeout=180)
         assert run.returncode == 1, out + err
-        assert _stderr_lines(err) == [f"study stopped: --address 127.0.0.1:{gcs[0]}: the cluster wants a token and "
-                                      "this driver has none to send; run with RAY_AUTH_MODE=token and the cluster's "
-                                      "token in $RAY_AUTH_TOKEN or ~/.ray/auth_token"], err  # fmt: skip
+        assert _stderr_lines(err) == [f"study stopped: --address 127.0.0.1:{gcs[0]}: the cluster wants a token, and "
+                                      "this driver sends none without RAY_AUTH_MODE=token; run with RAY_AUTH_MODE=token "
+                                      "and the cluster's token in $RAY_AUTH_TOKEN or ~/.ray/auth_token"], err  # fmt: skip
         # With the mode on but a wrong token, Ray's client tries (its own retry warnings), then
         # gives up: the last line says why.
         wrong = _expgrid(*toy_study, "--address", f"127.0.0.1:{gcs[0]}",
