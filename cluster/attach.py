@@ -1,13 +1,14 @@
 """Before attaching to a running Ray (``--address``): is a Ray cluster there at all?
 
 ``ray.init(address=...)`` of an address where no Ray runs does not fail: it retries inside
-Ray's C++ client for about two minutes per attempt (seen with Ray 2.60), and while it does,
-Python cannot run a signal handler, so SIGTERM (and Ctrl-C) wait too. Ray's own timeouts for
-it (``RAY_gcs_rpc_server_connect_timeout_s``, ``RAY_gcs_server_port_wait_time_s``, …) are
-internal settings read at import. So the address is probed first, in Python, within the
-connect timeout: a TCP connection to the GCS port (refused: fail at once), then the standard
-gRPC health check every Ray GCS answers (a server that is not gRPC never answers it). Only
-then does ``ray.init`` run. Every wait here returns to Python in slices, so a signal ends it at once.
+Ray's C++ client for about two minutes (seen with Ray 2.60), and while it does, Python cannot
+run a signal handler, so SIGTERM waits too. Ray's own timeouts for it
+(``RAY_gcs_rpc_server_connect_timeout_s``, ``RAY_gcs_server_port_wait_time_s``, …) are internal
+settings read at import. So the address is probed first, in Python, within the connect
+timeout: a TCP connection to the GCS port (refused: fail at once), then two gRPC calls a Ray
+GCS answers (a server that is not gRPC never answers; one that is, but not Ray's, has neither).
+Only then does ``ray.init`` run. Every wait here returns to Python in slices, so a signal ends
+it at once.
 """
 
 from __future__ import annotations
@@ -135,13 +136,7 @@ def probe(address: str, target: str, timeout: float, with_token: bool = True) ->
                                           "head node)")  # fmt: skip
     if "://" in target:
         return  # a Ray Client server: ray.init's own client checks the rest
-    grpc_target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    _grpc_health(address, grpc_target, deadline, timeout)
-    if not with_token and _wants_token(grpc_target, deadline):
-        raise ClusterUnreachable(
-            address,
-            f"the cluster wants a token, and this driver sends none without RAY_AUTH_MODE=token; {TOKEN_ADVICE}",
-        )
+    _ask_the_gcs(address, f"[{host}]:{port}" if ":" in host else f"{host}:{port}", deadline, timeout, with_token)
 
 
 def _connect(family: int, kind: int, proto: int, where: Any, deadline: float) -> None:
@@ -155,48 +150,44 @@ def _connect(family: int, kind: int, proto: int, where: Any, deadline: float) ->
         sock.connect(where)
 
 
-def _grpc_health(address: str, target: str, deadline: float, timeout: float) -> None:
-    """The standard gRPC health check (``grpc.health.v1.Health/Check``), which Ray's GCS answers
-    without a token; hand-encoded (an empty request), so that no generated code is needed."""
-    import grpc
-
-    channel = grpc.insecure_channel(target)
-    try:
-        check = channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=lambda b: b,
-                                    response_deserializer=lambda b: b)  # fmt: skip
-        future = check.future(b"", timeout=max(0.1, deadline - time.monotonic()))
-        while True:
-            try:
-                future.result(timeout=_SLICE_S)
-                return
-            except grpc.FutureTimeoutError:
-                continue  # the call has its own deadline; this only lets signal handlers run
-            except grpc.RpcError as e:
-                code = e.code()
-                if code == grpc.StatusCode.UNIMPLEMENTED:
-                    return  # gRPC without the health service: let ray.init judge it
-                if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    raise ClusterUnreachable(address, f"something listens there, but no Ray cluster answered within "
-                                                      f"{_seconds(timeout)} (not a Ray GCS port? Ray's default is 6379)") from None  # fmt: skip
-                raise ClusterUnreachable(address, f"the Ray GCS did not answer ({code.name}: {e.details()})") from None
-    finally:
-        channel.close()
-
-
-def _wants_token(target: str, deadline: float) -> bool:
-    """Whether the GCS refuses a call without a token (GetClusterId, the first call ray.init
-    makes). Any other answer, or none in time, leaves the judgement to ray.init."""
+def _ask_the_gcs(address: str, target: str, deadline: float, timeout: float, with_token: bool) -> None:
+    """Two gRPC calls without a token: the standard health check (``grpc.health.v1``, which a
+    Ray GCS answers unauthenticated) and ``GetClusterId``, the first call ray.init makes, which a
+    GCS answers, or refuses for want of a token. Anything else speaking HTTP/2 (a proxy, another
+    gRPC service) answers neither (UNIMPLEMENTED); a server that is not HTTP/2 never answers.
+    The requests are empty messages, so no generated code is needed."""
     import grpc
 
     with grpc.insecure_channel(target) as channel:
-        call = channel.unary_unary("/ray.rpc.NodeInfoGcsService/GetClusterId", request_serializer=lambda b: b,
-                                   response_deserializer=lambda b: b)  # fmt: skip
-        future = call.future(b"", timeout=max(0.1, deadline - time.monotonic()))
-        while True:
-            try:
-                future.result(timeout=_SLICE_S)
-                return False
-            except grpc.FutureTimeoutError:
-                continue
-            except grpc.RpcError as e:
-                return e.code() == grpc.StatusCode.UNAUTHENTICATED
+        health = _call(channel, "/grpc.health.v1.Health/Check", deadline)
+        if health == grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise ClusterUnreachable(address, f"something listens there, but no Ray cluster answered within "
+                                              f"{_seconds(timeout)} (not a Ray GCS port? Ray's default is 6379)")  # fmt: skip
+        cluster_id = _call(channel, "/ray.rpc.NodeInfoGcsService/GetClusterId", deadline)
+    unimplemented = grpc.StatusCode.UNIMPLEMENTED
+    if cluster_id == grpc.StatusCode.UNAUTHENTICATED:
+        if not with_token:
+            raise ClusterUnreachable(address, "the cluster wants a token, and this driver sends none without "
+                                              f"RAY_AUTH_MODE=token; {TOKEN_ADVICE}")  # fmt: skip
+    elif cluster_id == unimplemented and health == unimplemented:
+        raise ClusterUnreachable(address, "something answers there, but it is not a Ray GCS (not a Ray GCS port? "
+                                          "Ray's default is 6379)")  # fmt: skip
+    elif cluster_id not in (grpc.StatusCode.OK, unimplemented):
+        # UNIMPLEMENTED with a health answer: a Ray that has renamed the call; ray.init judges.
+        raise ClusterUnreachable(address, f"the Ray GCS did not answer ({cluster_id.name})")
+
+
+def _call(channel: Any, method: str, deadline: float) -> Any:
+    """The status code of a unary call with an empty request, waited for in slices."""
+    import grpc
+
+    call = channel.unary_unary(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    future = call.future(b"", timeout=max(0.1, deadline - time.monotonic()))
+    while True:
+        try:
+            future.result(timeout=_SLICE_S)
+            return grpc.StatusCode.OK
+        except grpc.FutureTimeoutError:
+            continue  # the call has its own deadline; this only lets signal handlers run
+        except grpc.RpcError as e:
+            return e.code()
