@@ -146,7 +146,7 @@ def marked_start() -> Iterator[str]:
                 os.environ[name] = value
 
 
-def record(marker: str, session_dir: str | None) -> Path:
+def record(marker: str, session_dir: str | None) -> Path | None:
     """Write this driver's record of the local Ray it has just started."""
     import psutil
 
@@ -164,19 +164,25 @@ def record(marker: str, session_dir: str | None) -> Path:
     data = {"driver": _identity(me), **_this_boot(), "marker": marker, "session_dir": session_dir,
             "processes": [i for i in map(_identity, ray_processes) if i]}  # fmt: skip
     folder = records_dir()
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{os.getpid()}.json"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.getpid()}-", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)  # whole or absent: a cleaner never reads half a record
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.getpid()}-", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)  # whole or absent: a cleaner never reads half a record
+    except OSError as e:  # the run goes on; only the clean-up after a crash is lost
+        print(f"warning: cannot record the local Ray in {folder} ({e.strerror or e}); if this run is killed, "
+              "what its Ray leaves running is not stopped by the next one", file=sys.stderr)  # fmt: skip
+        return None
     atexit.register(forget)  # a driver that ends normally shuts its Ray down (Ray's own atexit)
     return path
 
 
 def forget() -> None:
     """Delete this driver's record (its Ray was shut down)."""
-    (records_dir() / f"{os.getpid()}.json").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (records_dir() / f"{os.getpid()}.json").unlink(missing_ok=True)
 
 
 def _marked(process: Any, marker: str) -> bool:
@@ -215,11 +221,13 @@ def clean_up_orphans() -> list[int]:
     import psutil
 
     folder = records_dir()
-    if not folder.is_dir():
+    try:
+        paths = sorted(folder.glob("*.json"))
+    except OSError:
         return []
     here = _this_boot()
     stopped: list[int] = []
-    for path in sorted(folder.glob("*.json")):
+    for path in paths:
         try:
             rec = json.loads(path.read_text())
             if not isinstance(rec, dict):
@@ -227,7 +235,8 @@ def clean_up_orphans() -> list[int]:
         except FileNotFoundError:
             continue  # another driver cleaned it up meanwhile
         except (OSError, ValueError):
-            path.unlink(missing_ok=True)  # unreadable: it can name nothing to stop
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)  # unreadable: it can name nothing to stop
             continue
         if rec.get("host") != here["host"]:
             continue  # another machine's (a home shared over the network)
@@ -244,7 +253,8 @@ def clean_up_orphans() -> list[int]:
                     p.kill()
             psutil.wait_procs(alive, timeout=_GRACE_S)
             stopped += [p.pid for p in orphans]
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
     if stopped:
         print(f"expgrid: stopped {len(stopped)} process(es) left running by the local Ray of an expgrid run "
               f"that died (pids {', '.join(map(str, stopped))})", file=sys.stderr)  # fmt: skip

@@ -294,6 +294,47 @@ def test_the_next_local_start_stops_what_a_killed_driver_left_and_nothing_else(t
                        capture_output=True, timeout=120)  # fmt: skip
 
 
+def test_only_records_of_dead_drivers_of_this_boot_have_their_processes_stopped(tmp_path, monkeypatch):
+    """The rules of the records, without Ray: stand-in "Ray processes" (sleep, with a record's
+    marker in their environment) and records written as connect() writes them."""
+    from cluster import local_ray
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = local_ray.records_dir()
+    folder.mkdir(parents=True)
+    here = local_ray._this_boot()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead_driver = {"pid": gone.pid, "started": 0.0}  # exited; no process of that pid and start
+    me = {"pid": os.getpid(), "started": psutil.Process().create_time()}
+    cases = {  # name: (driver, host and boot, should its processes be stopped)
+        "dead": (dead_driver, here, True),
+        "alive": (me, here, False),
+        "other-host": (dead_driver, {**here, "host": here["host"] + "-elsewhere"}, False),
+        "earlier-boot": (dead_driver, {**here, "boot": here["boot"] - 3600}, False),
+    }
+    sleepers = {}
+    try:
+        for name, (driver, where, _) in cases.items():
+            marker = f"marker-{name}"
+            sleepers[name] = subprocess.Popen(["sleep", "300"], env={**os.environ, local_ray.OWNER_ENV: marker})
+            record = {"driver": driver, **where, "marker": marker, "session_dir": None, "processes": []}
+            (folder / f"{name}.json").write_text(json.dumps(record))
+        (folder / "garbage.json").write_text("{not json")
+
+        stopped = local_ray.clean_up_orphans()
+
+        assert stopped == [sleepers["dead"].pid]
+        assert sleepers["dead"].wait(timeout=30) is not None
+        assert all(sleepers[name].poll() is None for name in ("alive", "other-host", "earlier-boot"))
+        # Handled records go (a dead driver's, an earlier boot's, an unreadable one); the others stay.
+        assert sorted(p.name for p in folder.glob("*.json")) == ["alive.json", "other-host.json"]
+    finally:
+        for proc in sleepers.values():
+            proc.kill()
+            proc.wait()
+
+
 def test_a_driver_without_the_token_is_refused_with_one_line(tmp_path, toy_study):
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)
