@@ -7,19 +7,28 @@ Written against Ray 2.60 (Train V2 on by default): inside a Tune function traina
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import ipaddress
 import logging
 import math
 import os
 import pickle
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+# isort: split
+# First: Ray reads at import what keeps a local Ray on 127.0.0.1 (see cluster/local_ray.py).
+from cluster import attach, local_ray
+
+# isort: split
 import ray
 from ray import tune
 
@@ -146,18 +155,84 @@ logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERRO
 # Connecting
 
 
-def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> dict[str, float]:
-    """Start a local Ray (address None) or attach to a running cluster; return its resources.
+def connect(
+    address: str | None = None,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    connect_timeout: float = 30.0,
+) -> dict[str, float]:
+    """Start a private local Ray (address None) or attach to a running cluster; return its resources.
 
-    A session already connected (a test's ``ray.init``, ``ray submit``) is used as it is."""
+    A local Ray listens on 127.0.0.1 only and keeps Ray's token authentication (Ray's default);
+    what an earlier expgrid driver that died left of its local Ray is stopped first. Attaching
+    fails within ``connect_timeout`` seconds, with one line naming the address, when no Ray
+    cluster answers there (``attach.ClusterUnreachable``). A session already connected (a
+    test's ``ray.init``, ``ray submit``) is used as it is."""
     if not ray.is_initialized():
-        if address is None:
-            # Token auth is on by default in 2.60 and only warns on a private local instance.
-            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(
-            address=address,
-            num_cpus=num_cpus if address is None else None,
-            num_gpus=num_gpus if address is None else None,
+        if address is None and os.environ.get("RAY_ADDRESS"):
+            address = "auto"  # what ray.init does with $RAY_ADDRESS; probed like any address
+        with _keeping_sigterm_handler():
+            if address is None:
+                _start_local(num_cpus, num_gpus)
+            else:
+                _attach(address, connect_timeout)
+    return cluster_resources()
+
+
+class _WithoutOptOutAdvice(logging.Filter):
+    """Ray logs "Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled
+    to opt out" at every start of a local Ray (and attach with `auto`) where the user has not
+    set RAY_AUTH_MODE: at every expgrid run, advising to switch off what keeps it safe. Only that
+    message is dropped; README.md says what the token protects and where it is kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
+logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_WithoutOptOutAdvice())
+
+
+@contextlib.contextmanager
+def _keeping_sigterm_handler() -> Iterator[None]:
+    """ray.init replaces the process's SIGTERM handler with its own (sys.exit). A handler the
+    caller installed (e.g. expgrid's own interrupt handling) is put back; Python's default is
+    left replaced, so that SIGTERM still shuts Ray down cleanly (atexit)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if callable(before):
+            signal.signal(signal.SIGTERM, before)
+
+
+def _is_loopback(ip: str) -> bool:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+def _start_local(num_cpus: int | None, num_gpus: int | None) -> None:
+    # Public, and what ray.init is about to give the new node: 127.0.0.1 unless Ray was imported
+    # before cluster.local_ray set it up (or the user switched multi-node clusters on).
+    node_ip = ray.util.get_node_ip_address()
+    if not _is_loopback(node_ip):
+        raise local_ray.NotLoopback(node_ip)
+    local_ray.clean_up_orphans()
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        print(f"warning: RAY_AUTH_MODE={os.environ['RAY_AUTH_MODE']}: this local Ray runs without token "
+              "authentication, so any process of this machine can run code in it; unset RAY_AUTH_MODE to keep "
+              "Ray's default", file=sys.stderr)  # fmt: skip
+    with local_ray.marked_start() as marker:
+        context = ray.init(
+            address="local",  # a new private instance, never one found on the machine
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
             dashboard_host="127.0.0.1",
             log_to_driver=False,  # trial output goes to Ray's log files, not over the progress line
             logging_level=logging.WARNING,
@@ -166,9 +241,34 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
             # stops those above its limit, and at a section's start it often counts one too
             # many: the trial actors then wait for new workers (1-1.5 s on 2 CPUs) while the
             # idle ones exit. Keep idle workers for a minute.
-            _system_config=None if address is not None else {"idle_worker_killing_time_threshold_ms": 60_000},
+            _system_config={"idle_worker_killing_time_threshold_ms": 60_000},
         )
-    return cluster_resources()
+    local_ray.record(marker, (getattr(context, "address_info", None) or {}).get("session_dir"))
+    local_ray.keep_token_private()
+
+
+def _attach(address: str, timeout: float) -> None:
+    target = attach.resolve(address)
+    shown = address if target == address else f"{address} ({target})"  # `auto (10.0.0.5:6379)`
+    attach.probe(shown, target, timeout, with_token=attach.sends_token(address))
+    try:
+        # The address as given: Ray sends its token unasked only to `auto` (the machine's own
+        # Ray), never to an address typed in.
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, configure_logging=True)
+    except (ConnectionError, RuntimeError, TimeoutError, ray.exceptions.RayError) as e:
+        raise attach.ClusterUnreachable(shown, _attach_problem(e)) from None
+
+
+def _attach_problem(error: BaseException) -> str:
+    chain: list[BaseException] = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    # Ray raises AuthenticationError, or a RuntimeError holding the traceback of one as text.
+    if any(type(e).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(e) for e in chain):
+        return f"the cluster refused this driver's token (missing or wrong); {attach.TOKEN_ADVICE}"
+    first = next((str(e).strip().splitlines()[0] for e in reversed(chain) if str(e).strip()), type(chain[0]).__name__)
+    return f"could not attach ({first[:300]})"
 
 
 def cluster_resources() -> dict[str, float]:
@@ -188,6 +288,7 @@ def node_resources() -> list[dict[str, float]]:
 def shutdown() -> None:
     if ray.is_initialized():
         ray.shutdown()
+    local_ray.forget()  # the record of a local Ray this process started, if any
 
 
 # ---------------------------------------------------------------------------------------------

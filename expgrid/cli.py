@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib.util
+import math
 import os
 import re
 import sys
@@ -23,6 +24,7 @@ from expgrid.config import flatten
 from expgrid.errors import (
     EXIT_FAILED,
     EXIT_INVALID,
+    ClusterUnreachable,
     ConfigError,
     OptionError,
     ResultsError,
@@ -42,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     except (StudyFileError, ResultsError, ResultsBusy) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INVALID
+    except ClusterUnreachable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     except StudyFailed as e:
         print(f"study stopped: {e}", file=sys.stderr)
         return EXIT_FAILED
@@ -127,6 +132,8 @@ def _parser() -> argparse.ArgumentParser:
     where = run.add_mutually_exclusive_group()
     where.add_argument("--address", help="attach to a running Ray cluster (e.g. auto, 10.0.0.1:6379, ray://host:10001)")
     where.add_argument("--local", action="store_true", help="start a private local Ray (the default)")
+    run.add_argument("--connect-timeout", type=_positive_seconds, default=30.0, metavar="SECONDS",
+                     help="with --address: fail when no Ray cluster answers there within this long (default: 30)")  # fmt: skip
     run.add_argument("--sections", help="comma-separated section ids to run, e.g. 3.1,3.2")
     run.add_argument("--max-concurrent", type=_positive_int, help="at most this many trials at once")
     run.add_argument("--num-cpus", type=_positive_int, help="CPUs a local Ray may use (default: all)")
@@ -255,6 +262,16 @@ def directory_option(option: str, path: Path) -> None:
         raise OptionError(option, ConfigError("", "a directory (or a path to create one at)", Text(f"{str(path)!r} ({what})")))
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0 < value < math.inf):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text}")
+    return value
+
+
 def resolve_study_path(name: str) -> str:
     """A path as given, or the name of a study shipped in search_spaces/ (with or without .yaml)."""
     path = Path(name)
@@ -340,6 +357,7 @@ def _run(args: argparse.Namespace) -> int:
         results_dir=results_dir,
         tracking_uri=args.tracking_uri,
         address=args.address,
+        connect_timeout=args.connect_timeout,
         sections=tuple(s.strip() for s in args.sections.split(",")) if args.sections else None,
         max_concurrent=args.max_concurrent,
         resume=args.resume,

@@ -82,6 +82,15 @@ class StudyFailed(ExpgridError):
     """The study could not go on (e.g. every trial of a section failed or diverged)."""
 
 
+class ClusterUnreachable(StudyFailed):
+    """No Ray cluster could be attached at the ``--address`` given; the message names it (exit
+    1: the address may well be right and the cluster down or starting)."""
+
+    def __init__(self, address: str, problem: str):
+        self.address = address
+        super().__init__(f"--address {address}: {problem}")
+
+
 class ResultsError(ExpgridError):
     """A results directory cannot be read (``expgrid report``); the message starts with it."""
 

@@ -38,6 +38,7 @@ class RunOptions:
     results_dir: Path | None = None  # default: results/<study name>
     tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else SQLite under results
     address: str | None = None  # a running Ray cluster; None starts a local one
+    connect_timeout: float = 30.0  # seconds to find a Ray cluster at `address`
     sections: tuple[str, ...] | None = None  # only these section ids
     max_concurrent: int | None = None
     resume: bool = False  # continue an interrupted section's Tune experiment (else rerun it)
@@ -379,7 +380,7 @@ def _run_section(
         ray_api,  # imported here: validation and `expgrid show` never load Ray
     )
 
-    available = ray_api.connect(options.address, options.num_cpus, options.num_gpus)
+    available = ray_api.connect(options.address, options.num_cpus, options.num_gpus, options.connect_timeout)
     interrupts.reinstall()  # ray.init sets a SIGTERM handler of its own
     shared, data_ids = _shared_data(spec, plans, data_cache)
     resources = packing.resolve(

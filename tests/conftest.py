@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local Ray; token auth only warns
+# Before any test module imports Ray: a local Ray on 127.0.0.1 only (cluster/local_ray.py).
+from cluster import local_ray  # noqa: F401
+
+# Token authentication on for every Ray of the test session (the session's, ray_session's, the
+# heads and Cluster()s tests start, their subprocess drivers), with a token of this session
+# given in the environment, so that no test reads or writes ~/.ray/auth_token. The default,
+# a token Ray generates into ~/.ray, is tested by tests/reliability/test_network.py.
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """A real local Ray with 2 CPUs, started once for the whole test session."""
+    """A real local Ray with 2 CPUs, started once for the whole test session, as `expgrid run`
+    starts one (loopback only, token auth on)."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, log_to_driver=False, dashboard_host="127.0.0.1")
+    from cluster import ray_api
+
+    ray_api.connect(num_cpus=2)
     yield ray
-    ray.shutdown()
+    ray_api.shutdown()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ ports, and is stopped by signalling that process, which stops the Ray processes 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -65,6 +66,20 @@ def test_the_head_has_no_gpu_and_the_workers_do(cluster_config):
     assert sum(t.get("max_workers", 0) for t in workers.values()) <= cluster_config["max_workers"]
     # node_config is passed to EC2 as it is (Ray's schema does not look inside)
     assert all({"InstanceType", "ImageId"} <= set(t["node_config"]) for t in types.values())
+
+
+def test_the_security_group_lets_in_ssh_from_one_network_and_nothing_else(cluster_config):
+    group = cluster_config["provider"]["security_group"]
+    assert group["GroupName"]
+    rules = group["IpPermissions"]
+    # SSH only (the tunnels to the dashboard and MLflow go through it); Ray's ports are reached
+    # by the group's own members only (Ray's intra-group rule), never from a network range.
+    assert [(r["IpProtocol"], r["FromPort"], r["ToPort"]) for r in rules] == [("tcp", 22, 22)]
+    networks = [ipaddress.ip_network(r["CidrIp"]) for rule in rules for r in rule.get("IpRanges", [])]
+    assert networks and all(n.prefixlen >= 8 and not n.is_unspecified for n in networks), networks
+    assert not any(rule.get("Ipv6Ranges") for rule in rules)
+    # The group is every node's: no node type brings groups of its own.
+    assert all("SecurityGroupIds" not in t["node_config"] for t in cluster_config["available_node_types"].values())
 
 
 def _commands(config: dict, key: str) -> list[list[str]]:
@@ -172,7 +187,9 @@ def _free_port() -> int:
 
 
 def _get_json(url: str):
-    with urllib.request.urlopen(url, timeout=5) as response:
+    # The dashboard refuses a request without the cluster's token (401).
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {os.environ['RAY_AUTH_TOKEN']}"})
+    with urllib.request.urlopen(request, timeout=5) as response:
         return json.loads(response.read())
 
 
@@ -205,7 +222,10 @@ def ray_head():
     temp_dir = Path(tempfile.mkdtemp(prefix="eg-ray-", dir="/tmp"))  # short: Ray's socket paths
     port, dashboard_port = _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "PYTHONPATH")}
-    env.update(RAY_AUTH_MODE="disabled", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+    # Token auth on, with the test session's token (tests/conftest.py): the head, `ray job submit`
+    # (to the dashboard), submit.py and the jobs' drivers all need it.
+    assert env.get("RAY_AUTH_MODE") == "token" and env.get("RAY_AUTH_TOKEN"), "set by tests/conftest.py"
+    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
     head_env = {**env, "PYTHONPATH": str(REPO)}
     ports = {
         "--port": port, "--dashboard-port": dashboard_port, "--ray-client-server-port": _free_port(),
