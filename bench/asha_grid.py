@@ -18,7 +18,6 @@ from pathlib import Path
 import yaml
 from _fashion import parse_args  # bench/ is on sys.path when a script here runs
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -16,8 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-
 
 def plain_tune(trials: int, reports: int, storage: str) -> float:
     from ray import tune
