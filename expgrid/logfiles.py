@@ -9,7 +9,7 @@ A log holds, per trial and written as the trial ends (so a crash keeps every fin
 swept values and resolved config, one line per epoch with every reported metric, and, at each
 epoch that reports ``mAP``, a test block in torchreid's format (mAP and Rank-k as percentages).
 
-``<results>/logs/ray.log`` gets Ray Tune's and Ray Train's own log lines during a run
+``<results>/ray.log`` gets Ray Tune's and Ray Train's own log lines during a run
 (:func:`tune_logs_to`).
 """
 

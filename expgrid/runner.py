@@ -96,7 +96,7 @@ def run_study(study: Study, spec: TrainableSpec, options: RunOptions | None = No
     results = Path(options.results_dir or Path("results") / study.name).resolve()
     wanted = _selected_sections(study, options.sections)
     results.mkdir(parents=True, exist_ok=True)
-    with hold(results, "run"), interrupts.catching() as stop, tune_logs_to(results / "logs" / "ray.log"):
+    with hold(results, "run"), interrupts.catching() as stop, tune_logs_to(results / "ray.log"):
         stop.resume_hint = "`expgrid run` with --resume"
         return _run_sections(study, spec, options, results, wanted, stop)
 
