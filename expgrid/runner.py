@@ -295,7 +295,7 @@ def _run_section(
     )
 
     available = ray_api.connect(options.address, options.num_cpus, options.num_gpus)
-    shared, data_ids = _shared_data(spec, plans, data_cache)
+    shared, data_ids = _shared_data(spec, plans, data_cache, ray_api.share, section.id)
     resources = packing.resolve(
         study.resources_of(section), spec, plans, available,
         data_for=lambda plan: shared.get(data_ids.get(plan.index)), stream=options.stream,
@@ -398,10 +398,13 @@ def _run_section(
 
 
 def _shared_data(
-    spec: TrainableSpec, plans: list[planning.TrialPlan], cache: dict[Any, Any]
+    spec: TrainableSpec, plans: list[planning.TrialPlan], cache: dict[Any, Any], share: Any, section_id: str = ""
 ) -> tuple[dict[str, Any], dict[int, str]]:
-    """Load each distinct dataset of the section once (on the driver); trials get it through
-    Ray's object store, so each node holds one copy however many trials read it."""
+    """Load each distinct dataset once (on the driver) and ``share`` it (``ray.put``): trials get
+    its object reference, so each node holds one copy however many trials read it, and nothing
+    of it rides in the function Ray ships per actor class. Returns (data id → reference, trial
+    index → data id). ``cache`` (data key → reference) keeps a dataset for the later sections
+    of the study that use it; the driver keeps only the reference, not a second copy."""
     if not spec.takes_data:
         return {}, {}
     shared: dict[str, Any] = {}
@@ -412,7 +415,10 @@ def _shared_data(
         if key not in keys:
             keys[key] = f"data{len(keys)}"
             if key not in cache:
-                cache[key] = spec.load_data(plan.config)
+                try:
+                    cache[key] = share(spec.load_data(plan.config))
+                except (ConfigError, OSError) as e:  # changed since `validate` checked it, or only found on reading
+                    raise StudyFailed(f"section {section_id}: loading the data of trial {plan.index}: {e}") from None
             shared[keys[key]] = cache[key]
         ids[plan.index] = keys[key]
     return shared, ids
