@@ -116,13 +116,13 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace, check_data: bool = True):
     from expgrid.runner import prepare
 
     overrides = _overrides(args.overrides)
     if args.data_root:
         overrides["dataset.root"] = str(Path(args.data_root).resolve())
-    return prepare(resolve_study_path(args.study), overrides, smoke=args.smoke)
+    return prepare(resolve_study_path(args.study), overrides, smoke=args.smoke, check_data=check_data)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -165,7 +165,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     from expgrid.planning import inherited_from
 
-    study, spec = _load(args)
+    study, spec = _load(args, check_data=False)  # show only plans: it works without the data
     print(f"Study {study.name} ({study.path})")
     if study.description:
         print(f"  {study.description.strip()}")

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from expgrid import planning, records, reports, tracking
+from expgrid import datacheck, planning, records, reports, tracking
 from expgrid.config import flatten
 from expgrid.errors import ConfigError, StudyFailed, StudyFileError
 from expgrid.logfiles import SectionLog
@@ -63,9 +63,11 @@ class StudyOutcome:
     summary: reports.StudySummary | None = None  # None when the report could not be written
 
 
-def prepare(path: str | Path, overrides: dict[str, Any] | None = None, smoke: bool = False) -> tuple[Study, TrainableSpec]:
+def prepare(path: str | Path, overrides: dict[str, Any] | None = None, smoke: bool = False,
+            check_data: bool = True) -> tuple[Study, TrainableSpec]:  # fmt: skip
     """Load and fully check a study (no Ray). Raises StudyFileError. ``smoke``: plan the tiny
-    version of every section (see ``Study.smoke``)."""
+    version of every section (see ``Study.smoke``). ``check_data``: also check the data files
+    the trials name (``expgrid.datacheck``); `expgrid show` leaves them out."""
     study = load_study(path, overrides)
     try:
         spec = resolve_trainable(study.trainable)
@@ -78,6 +80,8 @@ def prepare(path: str | Path, overrides: dict[str, Any] | None = None, smoke: bo
         sections = tuple(dataclasses.replace(sec, resources=None) for sec in study.sections)
         study = dataclasses.replace(study, smoke=True, resources=Resources(cpu=1.0, gpu=0.0), sections=sections)
     planning.check_study(study, spec)
+    if check_data:
+        datacheck.check_study_data(study, spec)
     return study, spec
 
 
