@@ -549,7 +549,10 @@ def _check_pool_npz(path: Path, cfg: Mapping[str, Any], cifar: bool) -> None:
         values = npz["labels"]
     if len(values) and (values.min() < 0 or values.max() > 9):
         raise ConfigError("dataset.path", expected, f"{path} (labels {values.min()}..{values.max()})")
-    _check_sizes(cfg, images[0])
+    need = cfg["train_size"] + cfg["val_size"]
+    if need > images[0]:
+        raise ConfigError("dataset.train_size", f"train_size + val_size <= {images[0]} (the images in {path})",
+                          f"{cfg['train_size']} + {cfg['val_size']} = {need}")  # fmt: skip
 
 
 def _idx_files(root: Path) -> list[Path]:

@@ -194,4 +194,4 @@ def check_dataset_files(cfg: Mapping[str, Any]) -> None:
     root = check_root(cfg["root"])
     for folder in SPLITS.values():
         split = read_split(root / folder)
-        check_image_headers(split["paths"], "dataset.root", VERI_LAYOUT)
+        check_image_headers(split["paths"], "dataset.root", "VeRi-776 image files")
