@@ -403,6 +403,14 @@ class _PackedSession(reporter.Session):
         return self.last_state
 
 
+def _error_line(error: Exception) -> str:
+    """A packed trial's error in one line, as an unpacked trial's (the last line of Tune's error
+    file): an error re-raised from a DataLoader worker carries the worker's whole traceback in
+    its message, and its last line is the original error (e.g. "OSError: cannot decode image …")."""
+    lines = [line.strip() for line in f"{type(error).__name__}: {error}".splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
 def _run_pack(pack_param: dict[str, Any], shared: dict[str, Any] | None, code_path: str) -> None:
     saved = _load_checkpoint() or {"done": [], "current": None, "state": None}
     pack = _Pack(interval=pack_param["report_interval"], done=list(saved["done"]))
@@ -422,7 +430,7 @@ def _run_pack(pack_param: dict[str, Any], shared: dict[str, Any] | None, code_pa
                 except reporter.StopTrial:
                     error = None
                 except Exception as e:  # noqa: BLE001 - any error of the user's code ends or retries the trial
-                    error = f"{type(e).__name__}: {e}"
+                    error = _error_line(e)
                 session.flush()
             if error is None or failures >= pack_param["max_failures"]:
                 break

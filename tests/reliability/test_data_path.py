@@ -168,3 +168,27 @@ def test_an_image_corrupted_after_validation_fails_its_trial_naming_the_file(ray
     (run,) = client.search_runs([client.get_experiment_by_name("corrupt-image").experiment_id],
                                 "tags.`expgrid.kind` = 'trial'")  # fmt: skip
     assert f"cannot decode image {victim}" in run.data.tags["expgrid.error"]
+
+
+def test_a_packed_trials_error_from_a_dataloader_worker_is_its_one_line(tmp_path):
+    # A pack records `error` itself (an unpacked trial's comes from Tune's error file, last line);
+    # a DataLoader worker's error arrives with the worker's whole traceback in its message.
+    from PIL import Image
+
+    from cluster.ray_api import _error_line
+    from trainables.classification.batches import make_splits
+    from trainables.classification.data import load_dataset
+    from trainables.classification.synthetic import write_fake_image_folder
+
+    root = write_fake_image_folder(tmp_path / "images", 2, 2, 12)
+    victim = root / "train" / "class_00" / "x.jpg"
+    Image.fromarray(np.full((64, 64, 3), 7, dtype=np.uint8)).save(victim)
+    data = victim.read_bytes()
+    scan = data.index(b"\xff\xda")
+    victim.write_bytes(data[: scan + (len(data) - scan) // 2])
+    folder = load_dataset({"name": "image_folder", "root": str(root), "train_size": None, "val_size": None, "image_size": 8})
+    with pytest.raises(OSError) as info:
+        list(make_splits(folder, "cpu", loader_workers=1)["train"].epoch(4, shuffle=False))
+    assert "Original Traceback" in str(info.value)
+    line = _error_line(info.value)
+    assert line.startswith(f"OSError: cannot decode image {victim}: image file is truncated") and "\n" not in line
