@@ -38,7 +38,11 @@ def npz_arrays(path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
                 name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
                 with archive.open(info) as member:
                     version = np.lib.format.read_magic(member)
-                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    read = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
                     shape, _, dtype = read(member)
                 arrays[name] = (tuple(int(n) for n in shape), dtype)
     except zipfile.BadZipFile as e:
@@ -60,7 +64,9 @@ def check_image_headers(paths: Iterable[str | Path], field: str, expected: str) 
             with Image.open(path) as image:
                 image.verify()
         except Exception as e:  # noqa: BLE001 - whatever PIL raises, the file is not a readable image
-            raise ConfigError(field, f"{expected}: a readable image in every file", f"{path} ({_header_problem(path, e)})") from None
+            raise ConfigError(
+                field, f"{expected}: a readable image in every file", f"{path} ({_header_problem(path, e)})"
+            ) from None
         count += 1
     return count
 
@@ -85,5 +91,7 @@ _TORCHVISION_PREFIX = re.compile(r"^\w+, \S+\.cpp:\d+, ")
 def unreadable_image(path: str | Path, error: Exception) -> OSError:
     """The error a loader raises for an image file it cannot decode: it names the file, so the
     trial's error (its record, the progress line's failures, the MLflow tag) does too."""
-    reason = _TORCHVISION_PREFIX.sub("", str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+    reason = _TORCHVISION_PREFIX.sub(
+        "", str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    )
     return OSError(f"cannot decode image {path}: {reason}")

@@ -30,14 +30,21 @@ def load(config):
 
 def _seen(data):
     x = data["x"]
-    return {"seed_seen": data["seed"], "checksum": int(x[::4099].sum()), "mib": x.nbytes / 2**20,
-            "pid": os.getpid(), "data_id": id(data), "numpy_read_only": int(not x.flags.writeable),
-            "torch_sum": float(data["t"].sum())}
+    return {
+        "seed_seen": data["seed"],
+        "checksum": int(x[::4099].sum()),
+        "mib": x.nbytes / 2**20,
+        "pid": os.getpid(),
+        "data_id": id(data),
+        "numpy_read_only": int(not x.flags.writeable),
+        "torch_sum": float(data["t"].sum()),
+    }
 
 
 def _ranks(config, data):
-    from cluster import ray_api
     import torch.distributed as dist
+
+    from cluster import ray_api
 
     rank = dist.get_rank() if dist.is_initialized() else 0
     Path(config["out"], f"rank{rank}.json").write_text(json.dumps({"fetched": list(ray_api._fetched), **_seen(data)}))
@@ -55,7 +62,10 @@ def train(config, data):
 
 
 train.__expgrid_spec__ = TrainableSpec(
-    name="data_probe", fn=train,
+    name="data_probe",
+    fn=train,
     defaults={"dataset": {"mb": 1, "seed": 0}, "x": 0, "epochs": 1, "workers": 1, "out": ""},
-    data_key=lambda config: json.dumps(config["dataset"], sort_keys=True), load_data=load, ref="tests.reliability.data_probe:train",
+    data_key=lambda config: json.dumps(config["dataset"], sort_keys=True),
+    load_data=load,
+    ref="tests.reliability.data_probe:train",
 )

@@ -20,14 +20,15 @@ from expgrid.errors import StudyFailed
 from expgrid.runner import RunOptions, prepare, run_study
 
 
-
 @pytest.fixture
 def probe(tmp_path):
     """Writes a study file of the data-probe trainable (tests/reliability/data_probe.py)."""
 
     def write(body: str) -> object:
         path = tmp_path / "study.yaml"
-        path.write_text("trainable: tests.reliability.data_probe:train\nmetric: score\nmode: max\n" + textwrap.dedent(body))
+        path.write_text(
+            "trainable: tests.reliability.data_probe:train\nmetric: score\nmode: max\n" + textwrap.dedent(body)
+        )
         return path
 
     return write
@@ -132,9 +133,9 @@ def test_a_data_parallel_trial_hands_its_workers_the_trials_object_reference(ray
 
 
 def test_an_image_corrupted_after_validation_fails_its_trial_naming_the_file(ray_session, tmp_path):
-    from trainables.classification.synthetic import write_fake_image_folder
-
     from PIL import Image
+
+    from trainables.classification.synthetic import write_fake_image_folder
 
     root = write_fake_image_folder(tmp_path / "images", 2, 4, 16)
     png = sorted((root / "train" / "class_01").iterdir())[1]
@@ -143,7 +144,8 @@ def test_an_image_corrupted_after_validation_fails_its_trial_naming_the_file(ray
         image.save(victim, quality=95)
     png.unlink()
     path = tmp_path / "study.yaml"
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         study: corrupt-image
         trainable: classify
         metric: val_accuracy
@@ -154,7 +156,8 @@ def test_an_image_corrupted_after_validation_fails_its_trial_naming_the_file(ray
           batch_size: 4
         sections:
           - {{id: "1", grid: {{optimizer.lr: [0.01]}}}}
-    """))
+    """)
+    )
     study, spec = prepare(path)  # validation reads every header: all fine
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) // 2])  # cut: its header still reads, its pixels do not
@@ -186,7 +189,9 @@ def test_a_packed_trials_error_from_a_dataloader_worker_is_its_one_line(tmp_path
     data = victim.read_bytes()
     scan = data.index(b"\xff\xda")
     victim.write_bytes(data[: scan + (len(data) - scan) // 2])
-    folder = load_dataset({"name": "image_folder", "root": str(root), "train_size": None, "val_size": None, "image_size": 8})
+    folder = load_dataset(
+        {"name": "image_folder", "root": str(root), "train_size": None, "val_size": None, "image_size": 8}
+    )
     with pytest.raises(OSError) as info:
         list(make_splits(folder, "cpu", loader_workers=1)["train"].epoch(4, shuffle=False))
     assert "Original Traceback" in str(info.value)

@@ -284,7 +284,8 @@ def test_good_data_of_every_kind_validates(tmp_path, capsys):
 
 def test_each_distinct_data_config_is_checked_once(tmp_path):
     path = tmp_path / "s.yaml"
-    path.write_text(textwrap.dedent("""
+    path.write_text(
+        textwrap.dedent("""
         study: count
         trainable: classify
         metric: val_accuracy
@@ -292,7 +293,8 @@ def test_each_distinct_data_config_is_checked_once(tmp_path):
         sections:
           - {id: "1", grid: {optimizer.lr: [0.1, 0.01, 0.001]}}
           - {id: "2", grid: {dataset.seed: [0, 1], batch_size: [8, 16]}}
-    """))
+    """)
+    )
     study, spec = prepare(path, check_data=False)
     assert check_study_data(study, spec) == 2  # seed 0 (section 1 and half of 2), seed 1
 

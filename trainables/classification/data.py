@@ -195,7 +195,7 @@ def digits(cfg: Mapping[str, Any]) -> Arrays:
 
 
 def _source_kind(cfg: Mapping[str, Any]) -> str:
-    """"path" (an .npz) or "root" (a torchvision root), from the values alone."""
+    """Which source the values name: "path" (an .npz) or "root" (a torchvision root)."""
     if cfg["path"] is not None:
         if not isinstance(cfg["path"], (str, Path)):
             raise ConfigError("dataset.path", "the path of an .npz file with `images` and `labels`", cfg["path"])
@@ -557,7 +557,9 @@ def _check_pool_npz(path: Path, cfg: Mapping[str, Any], cifar: bool) -> None:
 
 def _idx_files(root: Path) -> list[Path]:
     raw = root / "FashionMNIST" / "raw"
-    return [raw / f"{split}-{kind}" for split in ("train", "t10k") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+    return [
+        raw / f"{split}-{kind}" for split in ("train", "t10k") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")
+    ]
 
 
 def _check_idx_files(root: Path) -> None:
