@@ -748,6 +748,9 @@ def _tune_trainable(section: TuneSection) -> Any:
     def expgrid_trial(param: dict[str, Any]) -> None:
         _trial_entry(param, shared, code_path)
 
+    # Tune keeps the trainable's name with an experiment and restores (--resume) only one of the
+    # same name: the name the trial function had under tune.with_parameters.
+    expgrid_trial.__name__ = "_trial_entry"
     return tune.with_resources(expgrid_trial, resources)
 
 

@@ -197,3 +197,27 @@ def test_a_packed_trials_error_from_a_dataloader_worker_is_its_one_line(tmp_path
     assert "Original Traceback" in str(info.value)
     line = _error_line(info.value)
     assert line.startswith(f"OSError: cannot decode image {victim}: image file is truncated") and "\n" not in line
+
+
+def test_numpy_arrays_come_back_zero_copy_and_torch_tensors_as_copies(ray_session):
+    # What `fetch` documents, as Ray 2.60 does it by default: a NumPy array fetched twice in one
+    # process is the same shared memory (read-only); a torch tensor is unpickled into a new copy
+    # each time (zero-copy only with RAY_ENABLE_ZERO_COPY_TORCH_TENSORS=1 in every process),
+    # which is why the per-process cache matters for it.
+    import torch
+
+    from cluster import ray_api
+
+    ref = ray_api.share({"x": np.arange(1 << 20, dtype=np.float32), "t": torch.arange(1 << 20, dtype=torch.float32)})
+
+    @ray_session.remote
+    def twice(refs):
+        a, b = (ray_session.get(refs[0]) for _ in range(2))
+        address = lambda array: array.__array_interface__["data"][0]  # noqa: E731
+        cached = ray_api.fetch(refs[0]) is ray_api.fetch(refs[0])
+        return address(a["x"]) == address(b["x"]), a["x"].flags.writeable, a["t"].data_ptr() == b["t"].data_ptr(), cached
+
+    same_numpy, writeable, same_torch, cached = ray_session.get(twice.remote([ref]))  # in a list: not resolved
+    print(f"\nnumpy shared: {same_numpy} (writeable {writeable}); torch shared: {same_torch}; fetch cached: {cached}")
+    assert (same_numpy, writeable, cached) == (True, False, True)
+    assert not same_torch
