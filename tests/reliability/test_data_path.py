@@ -215,7 +215,12 @@ def test_numpy_arrays_come_back_zero_copy_and_torch_tensors_as_copies(ray_sessio
         a, b = (ray_session.get(refs[0]) for _ in range(2))
         address = lambda array: array.__array_interface__["data"][0]  # noqa: E731
         cached = ray_api.fetch(refs[0]) is ray_api.fetch(refs[0])
-        return address(a["x"]) == address(b["x"]), a["x"].flags.writeable, a["t"].data_ptr() == b["t"].data_ptr(), cached
+        return (
+            address(a["x"]) == address(b["x"]),
+            a["x"].flags.writeable,
+            a["t"].data_ptr() == b["t"].data_ptr(),
+            cached,
+        )
 
     same_numpy, writeable, same_torch, cached = ray_session.get(twice.remote([ref]))  # in a list: not resolved
     print(f"\nnumpy shared: {same_numpy} (writeable {writeable}); torch shared: {same_torch}; fetch cached: {cached}")
