@@ -353,11 +353,17 @@ class RaySession(reporter.Session):
     # its run (the same name on a retry, so Train resumes from that run's latest checkpoint).
     train: dict[str, Any] | None = None
 
+    # Set by _call: the trial's data and the object reference it came from, so that a
+    # data-parallel launch of that same data hands its workers the reference, not a new copy.
+    data_ref: Any = None
+    data: Any = None
+
     def launch_data_parallel(self, fn: Callable[..., Any], config: dict[str, Any], data: Any, workers: int) -> None:
         if self.train is None:
             raise RuntimeError("expgrid.data_parallel: this trial was not planned as data-parallel "
                                "(its config has no `workers` > 1)")  # fmt: skip
-        run_data_parallel(fn, config, data, workers, self.rules, self.train)
+        ref = self.data_ref if self.data_ref is not None and data is self.data else None
+        run_data_parallel(fn, config, data, workers, self.rules, self.train, data_ref=ref)
 
 
 _functions: dict[str, Callable[..., Any]] = {}
@@ -375,15 +381,62 @@ def _function(ref: str, code_path: str) -> Callable[..., Any]:
     return fn
 
 
-def _call(fn: Callable[..., Any], member: dict[str, Any], shared: dict[Any, Any] | None) -> None:
-    if member["data"] is not None:
-        fn(member["config"], shared[member["data"]])  # type: ignore[index]
-    else:
+# ---------------------------------------------------------------------------------------------
+# Data: through the object store
+#
+# The driver puts each distinct dataset into Ray's object store once (``share``); a trial gets
+# only its object reference and fetches the data where it runs, so each node holds one copy
+# however many trials read it. Nothing of the data may ride in what Ray pickles per actor
+# class (Tune's ImplicitFunc around _trial_entry): Ray warns above 10 MB, refuses above 95 MiB
+# (FUNCTION_SIZE_ERROR_THRESHOLD), and ships that class to every worker that runs a trial.
+
+
+def share(data: Any) -> Any:
+    """Put ``data`` in the object store once and return its reference (``ray.ObjectRef``)."""
+    return ray.put(data)
+
+
+# What this worker process has fetched, by object reference (hex id). A reused trial actor and a
+# pack run several trials in one process, and each would otherwise ray.get the data again: a
+# new deserialisation per trial, and a new copy for anything Ray cannot return zero-copy (torch
+# tensors). Kept small: a reused actor of a section sweeping a data option meets a few datasets.
+_FETCHED_KEPT = 4
+_fetched: dict[str, Any] = {}
+
+
+def fetch(ref: Any) -> Any:
+    """The data behind ``ref``, fetched once per worker process (see ``_fetched``).
+
+    NumPy arrays come back zero-copy: read-only views of the object store's shared memory,
+    the same memory in every process of the node. torch tensors are unpickled, i.e. copied into
+    each process (unless every process runs with Ray's RAY_ENABLE_ZERO_COPY_TORCH_TENSORS=1),
+    which is why the built-in trainables' data are NumPy arrays. The data is shared by every
+    trial of this process: a trainable must not modify it."""
+    key = ref.hex()
+    if key not in _fetched:
+        data = ray.get(ref)
+        while len(_fetched) >= _FETCHED_KEPT:
+            _fetched.pop(next(iter(_fetched)))  # the oldest
+        _fetched[key] = data
+    return _fetched[key]
+
+
+def _call(fn: Callable[..., Any], member: dict[str, Any], shared: dict[str, Any] | None,
+          session: reporter.Session | None = None) -> None:  # fmt: skip
+    if member["data"] is None:
         fn(member["config"])
+        return
+    ref = shared[member["data"]]  # type: ignore[index]
+    data = fetch(ref)
+    if isinstance(session, RaySession):
+        session.data_ref, session.data = ref, data
+    fn(member["config"], data)
 
 
-def _trial_entry(param: dict[str, Any], shared: dict[Any, Any] | None = None, code_path: str = "") -> None:
-    """What each Tune trial runs: one expgrid trial, or a pack of them one after another."""
+def _trial_entry(param: dict[str, Any], shared: dict[str, Any] | None = None, code_path: str = "") -> None:
+    """What each Tune trial runs: one expgrid trial, or a pack of them one after another.
+
+    ``shared``: data id (a trial's ``data``) → object reference of that data (``share``)."""
     os.environ.update(_TRIAL_ENV)  # see _trial_actors_on_idle_workers
     members = param["expgrid"]["members"]
     if len(members) > 1:
@@ -395,7 +448,7 @@ def _trial_entry(param: dict[str, Any], shared: dict[Any, Any] | None = None, co
     session.restore_from = member.get("restore_from")
     with reporter.active(session):
         try:
-            _call(_function(member["ref"], code_path), member, shared)
+            _call(_function(member["ref"], code_path), member, shared, session)
         except reporter.StopTrial:
             pass
         session.flush()
@@ -462,7 +515,15 @@ class _PackedSession(reporter.Session):
         return self.last_state
 
 
-def _run_pack(pack_param: dict[str, Any], shared: dict[Any, Any] | None, code_path: str) -> None:
+def _error_line(error: Exception) -> str:
+    """A packed trial's error in one line, as an unpacked trial's (the last line of Tune's error
+    file): an error re-raised from a DataLoader worker carries the worker's whole traceback in
+    its message, and its last line is the original error (e.g. "OSError: cannot decode image …")."""
+    lines = [line.strip() for line in f"{type(error).__name__}: {error}".splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def _run_pack(pack_param: dict[str, Any], shared: dict[str, Any] | None, code_path: str) -> None:
     saved = _load_checkpoint() or {"done": [], "current": None, "state": None}
     pack = _Pack(interval=pack_param["report_interval"], done=list(saved["done"]))
     for member in pack_param["members"]:
@@ -481,7 +542,7 @@ def _run_pack(pack_param: dict[str, Any], shared: dict[Any, Any] | None, code_pa
                 except reporter.StopTrial:
                     error = None
                 except Exception as e:  # noqa: BLE001 - any error of the user's code ends or retries the trial
-                    error = f"{type(e).__name__}: {e}"
+                    error = _error_line(e)
                 session.flush()
             if error is None or failures >= pack_param["max_failures"]:
                 break
@@ -558,22 +619,26 @@ class TrainSession(reporter.Session):
 
 
 def run_data_parallel(fn: Callable[..., Any], config: dict[str, Any], data: Any, workers: int, rules: Any,
-                      train: dict[str, Any]) -> None:  # fmt: skip
+                      train: dict[str, Any], data_ref: Any = None) -> None:  # fmt: skip
     """Fit a TorchTrainer of ``workers`` processes running ``fn`` (see expgrid.data_parallel);
-    ``train`` holds what the driver planned: per-worker CPU / GPU, run name and storage."""
+    ``train`` holds what the driver planned: per-worker CPU / GPU, run name and storage.
+
+    ``data_ref``: the object reference ``data`` was fetched from (the section's shared data),
+    handed on to the workers as it is; data the trainable made itself is put in the store here."""
     import ray.train
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     gpu = float(train["gpu"])
     per_worker = {"CPU": float(train["cpu"]), **({"GPU": gpu} if gpu > 0 else {})}
-    data_ref = ray.put(data) if data is not None else None
+    if data_ref is None and data is not None:
+        data_ref = ray.put(data)
 
     def loop(_: dict[str, Any]) -> None:
         session = TrainSession(rules)
         with reporter.active(session):
             try:
-                fn(config, ray.get(data_ref)) if data_ref is not None else fn(config)
+                fn(config, fetch(data_ref)) if data_ref is not None else fn(config)
             except reporter.StopTrial:
                 pass
             session.flush()
@@ -625,7 +690,7 @@ class TuneSection:
     storage_path: str  # absolute path or URI
     trials: list[dict[str, Any]]  # one dict per trial: index, config, ref, data, rules (TrialRules.to_json())
     resources: dict[str, float]  # per trial: cpu, gpu
-    shared: dict[Any, Any] = dataclasses.field(default_factory=dict)  # data key → data
+    shared: dict[str, Any] = dataclasses.field(default_factory=dict)  # data id → object reference (share)
     max_concurrent: int | None = None
     max_failures: int = 1
     code_path: str = ""
@@ -808,6 +873,34 @@ def newest_checkpoint(storage_path: str, name: str, index: int) -> str | None:
     return str(found[-1]) if found else None
 
 
+def _tune_trainable(section: TuneSection) -> Any:
+    """The function Tune runs per trial, with its resource request.
+
+    Tune wraps it in a class (ImplicitFunc) that Ray pickles, by value, with everything its
+    functions' closures hold. The resources callable ends up there (as the class's
+    ``default_resource_request``), so it closes over two numbers, never the section: the
+    section holds every trial config, and it used to hold the data itself — that is how a
+    150 MiB dataset made "The actor ImplicitFunc is too large". The trial function closes over
+    the object references only (``share``); ``tune.with_parameters`` is not used since each
+    call leaves its parameter registry in Ray's post-init hooks for the life of the driver."""
+    cpu, gpu = float(section.resources["cpu"]), float(section.resources.get("gpu", 0.0))
+    shared, code_path = dict(section.shared), section.code_path
+
+    def resources(param: dict[str, Any]) -> Any:
+        members = param["expgrid"]["members"]
+        if "train" in members[0]:  # its Train workers reserve the section's resources each
+            return tune.PlacementGroupFactory([{"CPU": TRIAL_CPU_OF_TRAIN_RUN}])
+        return tune.PlacementGroupFactory([{"CPU": cpu, "GPU": gpu}])
+
+    def expgrid_trial(param: dict[str, Any]) -> None:
+        _trial_entry(param, shared, code_path)
+
+    # Tune keeps the trainable's name with an experiment and restores (--resume) only one of the
+    # same name: the name the trial function had under tune.with_parameters.
+    expgrid_trial.__name__ = "_trial_entry"
+    return tune.with_resources(expgrid_trial, resources)
+
+
 def can_resume(storage_path: str, name: str) -> bool:
     """Whether an interrupted section's Tune experiment can be continued."""
     return tune.Tuner.can_restore(_experiment_path(storage_path, name))
@@ -827,15 +920,7 @@ def run_section(section: TuneSection, events: TrialEvents) -> float:
                 "mode": section.mode,
             }
     data_parallel = any("train" in t for t in section.trials)
-
-    def resources(param: dict[str, Any]) -> Any:
-        members = param["expgrid"]["members"]
-        if "train" in members[0]:  # its Train workers reserve the section's resources each
-            return tune.PlacementGroupFactory([{"CPU": TRIAL_CPU_OF_TRAIN_RUN}])
-        return tune.PlacementGroupFactory([{"CPU": section.resources["cpu"], "GPU": section.resources.get("gpu", 0.0)}])
-
-    trainable = tune.with_parameters(_trial_entry, shared=section.shared, code_path=section.code_path)
-    trainable = tune.with_resources(trainable, resources)
+    trainable = _tune_trainable(section)
     if section.resume:
         # Tune restores the run config it saved, callbacks included; the event bridge in it
         # attaches itself to this section's events as it is unpickled.
@@ -880,7 +965,10 @@ def run_section(section: TuneSection, events: TrialEvents) -> float:
 
 
 def measure_gpu_peak(ref: str, config: dict[str, Any], data: Any) -> tuple[int, int]:
-    """Peak CUDA memory of one trial epoch, measured on a GPU of the cluster (a whole-GPU task)."""
+    """Peak CUDA memory of one trial epoch, measured on a GPU of the cluster (a whole-GPU task).
+
+    ``data``: the object reference of the section's data (``share``), which Ray resolves as the
+    task's argument (or the data itself, or None)."""
     from cluster.packing import dry_run_peak
 
     task = ray.remote(num_gpus=1, num_cpus=1)(dry_run_peak)

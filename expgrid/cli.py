@@ -306,7 +306,7 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace, check_data: bool = True):
     from expgrid.runner import prepare
     from expgrid.study import Overrides
 
@@ -314,7 +314,7 @@ def _load(args: argparse.Namespace):
     if args.data_root:
         overrides["dataset.root"] = str(Path(args.data_root).resolve())
         overrides.options["dataset.root"] = "--data-root"
-    return prepare(resolve_study_path(args.study), overrides, smoke=args.smoke)
+    return prepare(resolve_study_path(args.study), overrides, smoke=args.smoke, check_data=check_data)
 
 
 def results_dir_of(args: argparse.Namespace, study: Any) -> Path:
@@ -401,7 +401,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     from expgrid.planning import inherited_from
 
-    study, spec = _load(args)
+    study, spec = _load(args, check_data=False)  # show only plans: it works without the data
     results_dir = results_dir_of(args, study)
     print(f"Study {study.name} ({study.path})")
     print(f"  results in {results_dir}")

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from expgrid import durable, interrupts, planning, records, reports, tracking
+from expgrid import datacheck, durable, interrupts, planning, records, reports, tracking
 from expgrid.config import flatten
 from expgrid.errors import EXIT_FAILED, ConfigError, StudyFailed, StudyFileError
 from expgrid.interrupts import Interrupted
@@ -68,9 +68,11 @@ class StudyOutcome:
     summary: reports.StudySummary | None = None  # None when the report could not be written
 
 
-def prepare(path: str | Path, overrides: dict[str, Any] | None = None, smoke: bool = False) -> tuple[Study, TrainableSpec]:
+def prepare(path: str | Path, overrides: dict[str, Any] | None = None, smoke: bool = False,
+            check_data: bool = True) -> tuple[Study, TrainableSpec]:  # fmt: skip
     """Load and fully check a study (no Ray). Raises StudyFileError. ``smoke``: plan the tiny
-    version of every section (see ``Study.smoke``)."""
+    version of every section (see ``Study.smoke``). ``check_data``: also check the data files
+    the trials name (``expgrid.datacheck``); `expgrid show` leaves them out."""
     study = load_study(path, overrides)
     try:
         spec = resolve_trainable(study.trainable)
@@ -83,6 +85,8 @@ def prepare(path: str | Path, overrides: dict[str, Any] | None = None, smoke: bo
         sections = tuple(dataclasses.replace(sec, resources=None) for sec in study.sections)
         study = dataclasses.replace(study, smoke=True, resources=Resources(cpu=1.0, gpu=0.0), sections=sections)
     planning.check_study(study, spec)
+    if check_data:
+        datacheck.check_study_data(study, spec)
     return study, spec
 
 
@@ -382,7 +386,7 @@ def _run_section(
 
     available = ray_api.connect(options.address, options.num_cpus, options.num_gpus, options.connect_timeout)
     interrupts.reinstall()  # ray.init sets a SIGTERM handler of its own
-    shared, data_ids = _shared_data(spec, plans, data_cache)
+    shared, data_ids = _shared_data(spec, plans, data_cache, ray_api.share, section.id)
     resources = packing.resolve(
         study.resources_of(section), spec, plans, available,
         data_for=lambda plan: shared.get(data_ids.get(plan.index)), stream=options.stream,
@@ -568,10 +572,13 @@ def _interrupted(section: Section, trials: list[TrialRecord], events: _SectionEv
 
 
 def _shared_data(
-    spec: TrainableSpec, plans: list[planning.TrialPlan], cache: dict[Any, Any]
+    spec: TrainableSpec, plans: list[planning.TrialPlan], cache: dict[Any, Any], share: Any, section_id: str = ""
 ) -> tuple[dict[str, Any], dict[int, str]]:
-    """Load each distinct dataset of the section once (on the driver); trials get it through
-    Ray's object store, so each node holds one copy however many trials read it."""
+    """Load each distinct dataset once (on the driver) and ``share`` it (``ray.put``): trials get
+    its object reference, so each node holds one copy however many trials read it, and nothing
+    of it rides in the function Ray ships per actor class. Returns (data id → reference, trial
+    index → data id). ``cache`` (data key → reference) keeps a dataset for the later sections
+    of the study that use it; the driver keeps only the reference, not a second copy."""
     if not spec.takes_data:
         return {}, {}
     shared: dict[str, Any] = {}
@@ -582,7 +589,10 @@ def _shared_data(
         if key not in keys:
             keys[key] = f"data{len(keys)}"
             if key not in cache:
-                cache[key] = spec.load_data(plan.config)
+                try:
+                    cache[key] = share(spec.load_data(plan.config))
+                except (ConfigError, OSError) as e:  # changed since `validate` checked it, or only found on reading
+                    raise StudyFailed(f"section {section_id}: loading the data of trial {plan.index}: {e}") from None
             shared[keys[key]] = cache[key]
         ids[plan.index] = keys[key]
     return shared, ids

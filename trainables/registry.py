@@ -36,6 +36,11 @@ class TrainableSpec:
     # Data shared by trials: key(config) says which configs share data, load(config) builds it.
     data_key: Callable[[dict[str, Any]], Hashable] | None = None
     load_data: Callable[[dict[str, Any]], Any] | None = None
+    # Checks the data files a config names (exist, expected structure, readable image headers),
+    # cheaply and without loading them; raises ConfigError (field: the config key naming the
+    # files, e.g. dataset.path). Run by `expgrid validate` and `expgrid run` (expgrid.datacheck),
+    # not by `expgrid show`, which works without the data; ``check`` must not touch files.
+    check_data: Callable[[dict[str, Any]], None] | None = None
     # Where the function comes from, so Ray workers can import it ("module:function").
     ref: str = ""
     # Config overrides that make a trial tiny, for `expgrid run --smoke` (None: no smoke mode).
@@ -57,6 +62,7 @@ def register_trainable(
     check: Callable[[dict[str, Any]], None] | None = None,
     data_key: Callable[[dict[str, Any]], Hashable] | None = None,
     load_data: Callable[[dict[str, Any]], Any] | None = None,
+    check_data: Callable[[dict[str, Any]], None] | None = None,
     smoke: Mapping[str, Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering ``fn`` under ``name`` (names are unique)."""
@@ -70,6 +76,7 @@ def register_trainable(
             check=check,
             data_key=data_key if load_data is not None else None,
             load_data=load_data,
+            check_data=check_data,
             ref=f"{fn.__module__}:{fn.__qualname__}",
             smoke=smoke,
         )

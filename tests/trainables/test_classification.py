@@ -103,7 +103,7 @@ def test_builders_reject_unknown_names_too():
         ({"dataset": {"train_size": 1500, "val_size": 500}}, "dataset.train_size"),  # digits has 1797
         ({"dataset": {"val_size": 0}}, "dataset.val_size"),
         ({"dataset": {"name": "fashion_mnist"}}, "dataset.path"),  # neither path nor root
-        ({"dataset": {"name": "fashion_mnist", "path": "/nonexistent/f.npz"}}, "dataset.path"),
+        ({"dataset": {"name": "fashion_mnist", "path": 3}}, "dataset.path"),  # a missing file: check_data's (tests/trainables/test_data_checks.py)
     ],
 )
 def test_bad_values_are_rejected_with_their_field(overrides, field):

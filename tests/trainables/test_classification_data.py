@@ -12,7 +12,7 @@ from PIL import Image
 
 from expgrid.errors import ConfigError
 from trainables.classification.batches import Batches, FolderBatches, TensorBatches, make_splits
-from trainables.classification.data import CIFAR10_TRAIN_SAMPLES, check_dataset, load_dataset
+from trainables.classification.data import CIFAR10_TRAIN_SAMPLES, check_dataset, check_dataset_files, load_dataset
 from trainables.classification.synthetic import synthetic_pool, write_fake_cifar10, write_fake_image_folder
 
 CPU = torch.device("cpu")
@@ -123,11 +123,14 @@ def test_cifar10_npz_in_either_layout_gives_the_same_split(tmp_path):
 
 def test_cifar10_without_files_says_to_download_or_give_a_path(tmp_path):
     cfg = {"name": "cifar10", "root": str(tmp_path / "nowhere")}
-    for call in (check_dataset, load_dataset):
+    for call in (check_dataset_files, load_dataset):
         _raises("dataset.root", lambda call=call: call(cfg), "cifar-10-batches-py", "dataset.download: true")
     _raises("dataset.path", lambda: check_dataset({"name": "cifar10"}), "dataset.root")
-    _raises("dataset.path", lambda: check_dataset({"name": "cifar10", "path": str(tmp_path / "no.npz")}))
-    check_dataset({**cfg, "download": True})  # would download there: accepted without reading anything
+    _raises("dataset.path", lambda: check_dataset_files({"name": "cifar10", "path": str(tmp_path / "no.npz")}))
+    check_dataset_files({**cfg, "download": True})  # would download there: accepted without reading anything
+    # The value check looks at no file (`expgrid show` works without the data).
+    check_dataset(cfg)
+    check_dataset({"name": "cifar10", "path": str(tmp_path / "no.npz")})
 
 
 def test_truncated_cifar10_batch_is_a_config_error(tmp_path):
@@ -222,20 +225,22 @@ def test_image_folder_subsets_are_seeded(folder_root):
 def test_image_folder_class_mismatch_names_the_root(tmp_path):
     root = write_fake_image_folder(tmp_path, ["cat", "dog"], 1, 8)
     (root / "val" / "dog").rename(root / "val" / "dingo")
-    for call in (check_dataset, load_dataset):
+    for call in (check_dataset_files, load_dataset):
         _raises("dataset.root", lambda call=call: call(folder_cfg(root)), "'dog'", "'dingo'", "the same class folders")
 
 
 def test_image_folder_missing_or_empty_folder_shows_the_layout(tmp_path):
     root = write_fake_image_folder(tmp_path, 2, 1, 8)
     layout = "<root>/valid/<class>/<image>"
-    _raises("dataset.root", lambda: check_dataset(folder_cfg(root, val_dir="valid")), layout, "valid/ is missing")
+    _raises("dataset.root", lambda: check_dataset_files(folder_cfg(root, val_dir="valid")), layout, "valid/ is missing")
+    check_dataset(folder_cfg(root, val_dir="valid"))  # the value check looks at no folder
     (root / "valid").mkdir()
-    _raises("dataset.root", lambda: check_dataset(folder_cfg(root, val_dir="valid")), "valid/ has no class folders")
+    _raises("dataset.root", lambda: check_dataset_files(folder_cfg(root, val_dir="valid")), "valid/ has no class folders")
     _raises("dataset.root", lambda: check_dataset({"name": "image_folder"}), "ImageFolder layout")
     (root / "val" / "class_02").mkdir()
-    (root / "train" / "class_02").mkdir()  # a class without images: found only when listing files
+    (root / "train" / "class_02").mkdir()  # a class without images: found when listing files
     _raises("dataset.root", lambda: load_dataset(folder_cfg(root)), "class_02")
+    _raises("dataset.root", lambda: check_dataset_files(folder_cfg(root)), "train/class_02 (no image files)")
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,8 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from trainables.datafiles import unreadable_image
+
 Batch = tuple[Tensor, Tensor]
 
 
@@ -131,12 +133,15 @@ class _Images(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        with Image.open(self.paths[i]) as image:
-            image = image.convert("RGB")  # grey, palette and RGBA files alike
-            if image.size != (self.size, self.size):
-                # Bilinear with PIL's antialiasing when shrinking; square, so the aspect is not kept.
-                image = image.resize((self.size, self.size), Image.Resampling.BILINEAR)
-            pixels = torch.from_numpy(np.array(image, dtype=np.uint8))
+        try:
+            with Image.open(self.paths[i]) as image:
+                image = image.convert("RGB")  # grey, palette and RGBA files alike
+        except Exception as e:  # noqa: BLE001 - any decoding failure: the trial's error names the file
+            raise unreadable_image(self.paths[i], e) from e
+        if image.size != (self.size, self.size):
+            # Bilinear with PIL's antialiasing when shrinking; square, so the aspect is not kept.
+            image = image.resize((self.size, self.size), Image.Resampling.BILINEAR)
+        pixels = torch.from_numpy(np.array(image, dtype=np.uint8))
         return pixels.permute(2, 0, 1), int(self.labels[i])
 
 

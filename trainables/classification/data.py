@@ -93,7 +93,8 @@ def load_dataset(cfg: Mapping[str, Any]) -> Arrays:
 
 
 def check_dataset(cfg: Mapping[str, Any]) -> None:
-    """Reject a ``dataset`` config that cannot load, without reading any data (cheap stat calls only)."""
+    """Reject a ``dataset`` config whose values cannot load, looking at no file (``expgrid show``
+    runs it where the data is not; :func:`check_dataset_files` looks at the files)."""
     cfg = {**DATASET_DEFAULTS, **cfg}
     name = cfg["name"]
     DATASETS.get(name, "dataset.name")
@@ -114,13 +115,13 @@ def check_dataset(cfg: Mapping[str, Any]) -> None:
     _check_own_keys(cfg)
     available = {"digits": DIGITS_SAMPLES}.get(name)
     if name == "fashion_mnist":
-        if _fashion_mnist_source(cfg)[0] == "root":  # raises when neither a readable file nor a root is given
+        if _source_kind(cfg) == "root":  # raises when neither a file nor a root is given
             available = FASHION_MNIST_TRAIN_SAMPLES
     elif name == "cifar10":
-        if _cifar10_source(cfg)[0] == "root":
+        if _source_kind(cfg) == "root":
             available = CIFAR10_TRAIN_SAMPLES
     elif name == "image_folder":
-        _image_folder_root(cfg)
+        _check_image_folder_options(cfg)
     elif name == "synthetic":
         _check_synthetic(cfg)
     if available is not None:
@@ -193,22 +194,33 @@ def digits(cfg: Mapping[str, Any]) -> Arrays:
     return split_shuffled(bunch.images, bunch.target, cfg, num_classes=10, scale=1 / 16)
 
 
-def _npz_or_root(cfg: Mapping[str, Any], present: Callable[[Path], bool], layout: str) -> tuple[str, Path]:
-    """("path", file) or ("root", directory); raises ConfigError when it cannot be read.
-
-    ``present(root)``: whether the root holds the dataset's files (stat calls only); ``layout``
-    says what it should hold, for the error."""
+def _source_kind(cfg: Mapping[str, Any]) -> str:
+    """Which source the values name: "path" (an .npz) or "root" (a torchvision root)."""
     if cfg["path"] is not None:
-        path = Path(cfg["path"]).expanduser()
-        if not path.is_file():
-            raise ConfigError("dataset.path", "an existing .npz file with `images` and `labels`", str(path))
-        return "path", path
+        if not isinstance(cfg["path"], (str, Path)):
+            raise ConfigError("dataset.path", "the path of an .npz file with `images` and `labels`", cfg["path"])
+        return "path"
     if cfg["root"] is None:
         raise ConfigError(
             "dataset.path",
             f"an .npz file (dataset.path) or a torchvision root directory (dataset.root) for {cfg['name']}",
             None,
         )
+    if not isinstance(cfg["root"], (str, Path)):
+        raise ConfigError("dataset.root", f"the path of a torchvision root directory for {cfg['name']}", cfg["root"])
+    return "root"
+
+
+def _npz_or_root(cfg: Mapping[str, Any], present: Callable[[Path], bool], layout: str) -> tuple[str, Path]:
+    """("path", file) or ("root", directory); raises ConfigError when it cannot be read.
+
+    ``present(root)``: whether the root holds the dataset's files (stat calls only); ``layout``
+    says what it should hold, for the error."""
+    if _source_kind(cfg) == "path":
+        path = Path(cfg["path"]).expanduser()
+        if not path.is_file():
+            raise ConfigError("dataset.path", "an existing .npz file with `images` and `labels`", str(path))
+        return "path", path
     root = Path(cfg["root"]).expanduser()
     if not cfg["download"] and not present(root):
         raise ConfigError(
@@ -362,11 +374,7 @@ def class_folders(folder: Path) -> list[str]:
         return sorted(e.name for e in entries if e.is_dir())
 
 
-def _image_folder_root(cfg: Mapping[str, Any]) -> tuple[Path, list[str]]:
-    """(absolute root, class names) after checking the options and the two folders' classes.
-
-    Lists only the top level of each split folder (no image files), so it is cheap enough for
-    ``check_dataset``. The root is made absolute because trials run in another working directory."""
+def _check_image_folder_options(cfg: Mapping[str, Any]) -> None:
     size = cfg["image_size"]
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise ConfigError("dataset.image_size", "an integer number of pixels >= 1, or null (64)", size)
@@ -377,9 +385,17 @@ def _image_folder_root(cfg: Mapping[str, Any]) -> tuple[Path, list[str]]:
         raise ConfigError(
             "dataset.val_dir", "a folder other than train_dir (validation needs unseen images)", cfg["val_dir"]
         )
-    layout = image_folder_layout(cfg)
     if not isinstance(cfg["root"], (str, Path)):
-        raise ConfigError("dataset.root", layout, cfg["root"])
+        raise ConfigError("dataset.root", image_folder_layout(cfg), cfg["root"])
+
+
+def _image_folder_root(cfg: Mapping[str, Any]) -> tuple[Path, list[str]]:
+    """(absolute root, class names) after checking the options and the two folders' classes.
+
+    Lists only the top level of each split folder (no image files). The root is made absolute
+    because trials run in another working directory."""
+    _check_image_folder_options(cfg)
+    layout = image_folder_layout(cfg)
     root = Path(cfg["root"]).expanduser().resolve()
     classes = {}
     for key in ("train_dir", "val_dir"):
@@ -471,3 +487,150 @@ def synthetic(cfg: Mapping[str, Any]) -> Arrays:
         out[f"x_{split}"] = np.ascontiguousarray(x[lo:hi])
         out[f"y_{split}"] = y[lo:hi]
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The files, checked before a run (``check_data``): what the loaders above would read, looked at
+# cheaply — headers, listings and sizes, and the labels of an .npz (small), never the images.
+
+
+def check_dataset_files(cfg: Mapping[str, Any]) -> None:
+    """Reject a ``dataset`` config whose files are missing or not what its loader reads.
+
+    .npz (``path``): arrays ``images`` and ``labels`` of equal length, integer labels (0..9),
+    images N×H×W or N×C×H×W of numbers (cifar10: uint8 N×32×32×3 or N×3×32×32), at least
+    train_size + val_size of them. torchvision roots: Fashion-MNIST's four IDX files (magic
+    numbers, 28×28, as many labels as images, sizes matching their headers; not checked when
+    ``download: true`` will fetch them), CIFAR-10's six pickle batches (each a complete pickle:
+    valid first opcode, STOP last). image_folder: the layout, images in every class folder,
+    train_size / val_size within the counts, and every file's image header
+    (``trainables.datafiles``). digits and synthetic have no files."""
+    cfg = {**DATASET_DEFAULTS, **cfg}
+    name = cfg["name"]
+    if name == "fashion_mnist":
+        kind, where = _fashion_mnist_source(cfg)
+        if kind == "path":
+            _check_pool_npz(where, cfg, cifar=False)
+        elif all(p.is_file() for p in _idx_files(where)):  # else torchvision's legacy files, or a download
+            _check_idx_files(where)
+    elif name == "cifar10":
+        if _source_kind(cfg) == "root":
+            _check_cifar10_folder(Path(cfg["root"]).expanduser(), bool(cfg["download"]))
+        kind, where = _cifar10_source(cfg)
+        if kind == "path":
+            _check_pool_npz(where, cfg, cifar=True)
+    elif name == "image_folder":
+        _check_image_folder_files(cfg)
+
+
+def _check_pool_npz(path: Path, cfg: Mapping[str, Any], cifar: bool) -> None:
+    from trainables.datafiles import npz_arrays
+
+    shapes = "uint8 images of shape N×32×32×3 or N×3×32×32" if cifar else "images of shape N×H×W or N×C×H×W"
+    expected = f"an .npz with arrays `images` ({shapes}) and `labels` (N integers 0..9)"
+    try:
+        arrays = npz_arrays(path)
+    except ValueError as e:
+        raise ConfigError("dataset.path", expected, f"{path} ({e})") from None
+    if not {"images", "labels"} <= set(arrays):
+        raise ConfigError("dataset.path", expected, f"{path} (arrays: {', '.join(sorted(arrays)) or 'none'})")
+    (images, image_type), (labels, label_type) = arrays["images"], arrays["labels"]
+    if cifar:
+        good_images = image_type == np.uint8 and len(images) == 4 and images[1:] in ((32, 32, 3), (3, 32, 32))
+    else:
+        good_images = image_type.kind in "uif" and len(images) in (3, 4)
+    if not good_images:
+        raise ConfigError("dataset.path", expected, f"{path} (images: {image_type} of shape {images})")
+    if label_type.kind not in "ui" or len(labels) != 1:
+        raise ConfigError("dataset.path", expected, f"{path} (labels: {label_type} of shape {labels})")
+    if labels[0] != images[0]:
+        raise ConfigError("dataset.path", expected, f"{path} ({images[0]} images, {labels[0]} labels)")
+    with np.load(path) as npz:  # the labels only: N integers, a small part of the file
+        values = npz["labels"]
+    if len(values) and (values.min() < 0 or values.max() > 9):
+        raise ConfigError("dataset.path", expected, f"{path} (labels {values.min()}..{values.max()})")
+    need = cfg["train_size"] + cfg["val_size"]
+    if need > images[0]:
+        raise ConfigError("dataset.train_size", f"train_size + val_size <= {images[0]} (the images in {path})",
+                          f"{cfg['train_size']} + {cfg['val_size']} = {need}")  # fmt: skip
+
+
+def _idx_files(root: Path) -> list[Path]:
+    raw = root / "FashionMNIST" / "raw"
+    return [
+        raw / f"{split}-{kind}" for split in ("train", "t10k") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")
+    ]
+
+
+def _check_idx_files(root: Path) -> None:
+    """Fashion-MNIST's IDX files: a big-endian header (magic number, then the sizes) and the bytes."""
+    expected = "Fashion-MNIST IDX files as torchvision keeps them (FashionMNIST/raw/, uncompressed)"
+    for images_path, labels_path in zip(*[iter(_idx_files(root))] * 2):
+        counts = []
+        for path, magic, dims in ((images_path, 0x0803, 3), (labels_path, 0x0801, 1)):
+            with open(path, "rb") as f:
+                header = f.read(4 + 4 * dims)
+            if len(header) < 4 + 4 * dims:
+                raise ConfigError("dataset.root", expected, f"{path} (a {len(header)}-byte file: no IDX header)")
+            values = [int(v) for v in np.frombuffer(header, dtype=">i4")]
+            if values[0] != magic:
+                raise ConfigError("dataset.root", expected, f"{path} (magic number {values[0]:#06x}, not {magic:#06x})")
+            if dims == 3 and values[2:] != [28, 28]:
+                raise ConfigError("dataset.root", expected, f"{path} (images of {values[2]}×{values[3]}, not 28×28)")
+            size, want = path.stat().st_size, 4 + 4 * dims + int(np.prod(values[1:]))
+            if size != want:
+                raise ConfigError("dataset.root", expected, f"{path} ({size} bytes; its header says {want})")
+            counts.append(values[1])
+        if counts[0] != counts[1]:
+            raise ConfigError("dataset.root", expected, f"{images_path} ({counts[0]} images, {counts[1]} labels)")
+
+
+def _check_cifar10_folder(root: Path, download: bool) -> None:
+    import pickletools
+
+    folder = root / CIFAR10_FOLDER
+    names = (*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE)
+    missing = [name for name in names if not (folder / name).is_file()]
+    if missing and download:
+        return  # torchvision downloads them
+    layout = f"torchvision's {CIFAR10_FOLDER}/ with data_batch_1 … data_batch_5 and test_batch (Python pickles)"
+    if missing and len(missing) < len(names):
+        raise ConfigError("dataset.root", layout, f"{folder} (missing: {', '.join(missing)})")
+    if missing:
+        return  # nothing there: _cifar10_source says what to do
+    for name in names:
+        path = folder / name
+        try:
+            with open(path, "rb") as f:
+                next(pickletools.genops(f))  # a pickle's first opcode (ValueError / StopIteration otherwise)
+                f.seek(-1, os.SEEK_END)
+                complete = f.read(1) == b"."  # every pickle ends with STOP
+        except (ValueError, StopIteration, OSError) as e:
+            raise ConfigError("dataset.root", layout, f"{path} (not a pickle: {e or 'empty'})") from None
+        if not complete:
+            raise ConfigError("dataset.root", layout, f"{path} (cut short: no pickle STOP at its end)")
+
+
+def _check_image_folder_files(cfg: Mapping[str, Any]) -> None:
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+    from trainables.datafiles import check_image_headers
+
+    root, classes = _image_folder_root(cfg)
+    layout = image_folder_layout(cfg)
+    for dir_key, size_key in (("train_dir", "train_size"), ("val_dir", "val_size")):
+        folder = root / cfg[dir_key]
+        # ImageFolder's own listing (the loader's), so both see the same files.
+        samples = make_dataset(str(folder), {c: i for i, c in enumerate(classes)}, IMG_EXTENSIONS, allow_empty=True)
+        counts = np.bincount([target for _, target in samples], minlength=len(classes))
+        empty = [folder / classes[i] for i in np.flatnonzero(counts == 0)]
+        if empty:
+            also = f"; {len(empty) - 1} more" if len(empty) > 1 else ""
+            raise ConfigError(
+                "dataset.root", f"{layout}, images ({', '.join(IMG_EXTENSIONS)}) in every class folder",
+                f"{empty[0]} (no image files{also})",
+            )  # fmt: skip
+        size = cfg[size_key]
+        if size is not None and size > len(samples):
+            raise ConfigError(f"dataset.{size_key}", f"at most the {len(samples)} images in {folder}, or null", size)
+        check_image_headers((path for path, _ in samples), "dataset.root", "image files")

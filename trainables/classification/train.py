@@ -84,7 +84,7 @@ from expgrid.errors import ConfigError
 from trainables.checks import require_int, require_mappings
 from trainables.classification.augment import build_augment, check_augment
 from trainables.classification.batches import Batches, make_splits
-from trainables.classification.data import DATASET_DEFAULTS, check_dataset, load_dataset
+from trainables.classification.data import DATASET_DEFAULTS, check_dataset, check_dataset_files, load_dataset
 from trainables.classification.diagnostics import (
     DIAGNOSTICS_DEFAULTS,
     GradNorms,
@@ -166,7 +166,8 @@ def check_config(config: Mapping[str, Any]) -> None:
     """Raise ConfigError (dotted field path) for a config ``classify`` cannot run.
 
     Runs on the driver for every trial config before Ray starts, so it reads no data: names,
-    option names and value ranges, and (for files) only whether they exist."""
+    option names and value ranges, and (for weights files) only whether they exist. The
+    dataset's files are :func:`check_data`'s, which `expgrid show` does not run."""
     cfg = _full(config)
     require_mappings(cfg, ("dataset", "model", "optimizer", "scheduler"))
     check_model(cfg["model"])
@@ -199,6 +200,11 @@ def dataset_key(config: Mapping[str, Any]) -> Hashable:
 def load_data(config: Mapping[str, Any]) -> dict[str, Any]:
     """The data of ``config["dataset"]`` (see ``data.py``); loaded once per study section."""
     return load_dataset(_full(config)["dataset"])
+
+
+def check_data(config: Mapping[str, Any]) -> None:
+    """The files ``config["dataset"]`` names, checked before a run (``data.check_dataset_files``)."""
+    check_dataset_files(_full(config)["dataset"])
 
 
 def _to_cpu(obj: Any) -> Any:
@@ -273,6 +279,7 @@ def evaluate(
     check=check_config,
     data_key=dataset_key,
     load_data=load_data,
+    check_data=check_data,
     smoke=CLASSIFY_SMOKE,
 )
 def classify(config: dict[str, Any], data: Mapping[str, Any]) -> None:

@@ -34,6 +34,7 @@ from torchvision.transforms.v2 import functional as TF  # noqa: N812 - torchvisi
 
 from expgrid.errors import ConfigError
 from expgrid.registry import Registry
+from trainables.datafiles import unreadable_image
 
 DATASET_DEFAULTS: dict[str, Any] = {
     "name": "veri776",
@@ -115,8 +116,13 @@ def decoded_mb(index: Index, height: int, width: int) -> float:
 
 
 def read_image(path: str, height: int | None = None, width: int | None = None) -> torch.Tensor:
-    """An RGB uint8 (3, H, W) tensor, resized (antialiased) to height × width when given."""
-    image = decode_image(path, mode=ImageReadMode.RGB)
+    """An RGB uint8 (3, H, W) tensor, resized (antialiased) to height × width when given.
+
+    A file it cannot decode raises OSError naming it (``cannot decode image PATH: reason``)."""
+    try:
+        image = decode_image(path, mode=ImageReadMode.RGB)
+    except (RuntimeError, OSError, ValueError) as e:  # torchvision's decoders raise RuntimeError
+        raise unreadable_image(path, e) from e
     if height is not None and width is not None and tuple(image.shape[-2:]) != (height, width):
         image = TF.resize(image, [height, width], antialias=True)
     return image
@@ -163,7 +169,8 @@ class ImageSet(torch.utils.data.Dataset):
 
 
 def check_dataset(cfg: Mapping[str, Any]) -> None:
-    """Reject a ``dataset`` config that cannot load, reading no images (stat calls only)."""
+    """Reject a ``dataset`` config whose values cannot load, looking at no file (``expgrid show``
+    runs it where the data is not; :func:`check_dataset_files` looks at the files)."""
     cfg = {**DATASET_DEFAULTS, **cfg}
     DATASETS.get(cfg["name"], "dataset.name")
     for key in ("height", "width"):
@@ -173,4 +180,18 @@ def check_dataset(cfg: Mapping[str, Any]) -> None:
     mb = cfg["preload_mb"]
     if isinstance(mb, bool) or not isinstance(mb, (int, float)) or mb < 0:
         raise ConfigError("dataset.preload_mb", "a number of megabytes >= 0 (0: never preload)", mb)
-    check_root(cfg["root"])
+    if not isinstance(cfg["root"], (str, Path)):
+        raise ConfigError("dataset.root", VERI_LAYOUT, cfg["root"])
+
+
+def check_dataset_files(cfg: Mapping[str, Any]) -> None:
+    """Reject a ``dataset`` whose files are not a VeRi-776 layout the loader can read: the three
+    split folders, each with images named ``<id>_c<camera>_…`` (the loader's own listing), and
+    every image's header (``trainables.datafiles.check_image_headers``)."""
+    from trainables.datafiles import check_image_headers
+
+    cfg = {**DATASET_DEFAULTS, **cfg}
+    root = check_root(cfg["root"])
+    for folder in SPLITS.values():
+        split = read_split(root / folder)
+        check_image_headers(split["paths"], "dataset.root", "VeRi-776 image files")

@@ -63,7 +63,7 @@ from expgrid.config import merge
 from expgrid.errors import ConfigError
 from trainables.checks import require_int, require_mappings
 from trainables.registry import register_trainable
-from trainables.reid.data import DATASET_DEFAULTS, ImageSet, check_dataset, load_index
+from trainables.reid.data import DATASET_DEFAULTS, ImageSet, check_dataset, check_dataset_files, load_index
 from trainables.reid.losses import LOSS_DEFAULTS, batch_hard_triplet, cross_entropy
 from trainables.reid.metrics import RANKS, evaluate
 from trainables.reid.models import MODEL_DEFAULTS, check_model, create_model
@@ -137,7 +137,8 @@ def check_config(config: Mapping[str, Any]) -> None:
     """Raise ConfigError (dotted field path) for a config ``reid`` cannot run.
 
     Runs on the driver for every trial config before Ray starts: names (with the valid ones and
-    close matches), value ranges, and whether the dataset folders and weights files exist."""
+    close matches), value ranges, and whether weights files exist. The dataset's files are
+    :func:`check_data`'s, which `expgrid show` does not run."""
     cfg = _full(config)
     require_mappings(cfg, ("dataset", "model", "optimizer", "lr_schedule", "loss", "sampler"))
     check_model(cfg["model"])
@@ -183,6 +184,11 @@ def load_data(config: Mapping[str, Any]) -> dict[str, Any]:
     return load_index(_full(config)["dataset"])
 
 
+def check_data(config: Mapping[str, Any]) -> None:
+    """The files ``config["dataset"]`` names, checked before a run (``data.check_dataset_files``)."""
+    check_dataset_files(_full(config)["dataset"])
+
+
 @register_trainable(
     "reid",
     defaults=REID_DEFAULTS,
@@ -190,6 +196,7 @@ def load_data(config: Mapping[str, Any]) -> dict[str, Any]:
     check=check_config,
     data_key=dataset_key,
     load_data=load_data,
+    check_data=check_data,
     smoke=REID_SMOKE,
 )
 def reid(config: dict[str, Any], data: Mapping[str, Any]) -> None:
