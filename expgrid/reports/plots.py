@@ -126,7 +126,8 @@ def value_curve_figure(facts: StudyFacts, section: SectionResults) -> Figure | N
     epoch = "best" if section.select == "best_epoch" else "last"
     ax.set_title(f"Section {section.id} — {section.name}: {facts.metric} at the {epoch} epoch")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    if ax.get_legend_handles_labels()[0]:  # nothing plotted when no trial reported the metric
+        ax.legend(fontsize="small")
     return figure
 
 

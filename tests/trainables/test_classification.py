@@ -23,6 +23,7 @@ from trainables.classification.train import (
     CLASSIFY_DEFAULTS,
     CLASSIFY_METRICS,
     check_config,
+    check_data,
     classify,
     dataset_key,
     load_data,
@@ -187,7 +188,8 @@ def test_fashion_mnist_loads_from_a_torchvision_root(tmp_path):
 
 def test_missing_torchvision_root_says_to_download_or_give_a_path(tmp_path):
     cfg = {"name": "fashion_mnist", "root": str(tmp_path / "nowhere")}
-    for call in (lambda: check_config(config(dataset=cfg)), lambda: load_dataset(cfg)):
+    check_config(config(dataset=cfg))  # the values are fine: the files are the data check's
+    for call in (lambda: check_data(config(dataset=cfg)), lambda: load_dataset(cfg)):
         with pytest.raises(ConfigError) as info:
             call()
         assert info.value.field == "dataset.root"
