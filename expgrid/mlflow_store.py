@@ -132,6 +132,24 @@ def experiment_id(client: Any, name: str, uri: str, artifact_root: Path | None) 
 # --- what a run holds ----------------------------------------------------------------------------
 
 
+def live_run(client: Any, run_id: str | None, experiment_id: str | None) -> Any | None:
+    """The run ``run_id`` when the store has it, not deleted, in ``experiment_id`` (any
+    experiment when None); else None."""
+    if not run_id:
+        return None
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as e:
+        if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+    if run.info.lifecycle_stage != "active" or (experiment_id and run.info.experiment_id != experiment_id):
+        return None
+    return run
+
+
 def params_of(config: Mapping[str, Any]) -> dict[str, str]:
     """A config as MLflow params: dotted names, values as text (JSON for lists, maps, bools)."""
     return {k: _param_text(v) for k, v in flatten(config).items()}

@@ -41,6 +41,7 @@ from expgrid.mlflow_store import (
     bounded_http_env,
     experiment_id,
     is_http,
+    live_run,
     log_file,
     log_run_data,
     point_key,
@@ -275,20 +276,7 @@ class _Mirror:
     # --- reading the store -----------------------------------------------------------------------
 
     def _live(self, run_id: str | None) -> Any | None:
-        """The run ``run_id`` when the store has it (not deleted), else None."""
-        if not run_id:
-            return None
-        from mlflow.exceptions import MlflowException
-
-        try:
-            run = self.client.get_run(run_id)
-        except MlflowException as e:
-            if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                return None
-            raise
-        if run.info.lifecycle_stage != "active" or (self.experiment_id and run.info.experiment_id != self.experiment_id):
-            return None
-        return run
+        return live_run(self.client, run_id, self.experiment_id)
 
     def _search(self, filter_string: str) -> list[Any]:
         runs, token = [], None

@@ -42,6 +42,7 @@ from expgrid.mlflow_store import (
     experiment_id,
     fold_write_ahead_log,
     is_http,
+    live_run,
     log_file,
     log_run_data,
     params_of,
@@ -466,20 +467,7 @@ class _Writer:
     # --- helpers --------------------------------------------------------------------------------
 
     def _live_run(self, run_id: str | None) -> Any | None:
-        """The run ``run_id`` when this experiment has it (not deleted), else None."""
-        if not run_id:
-            return None
-        from mlflow.exceptions import MlflowException
-
-        try:
-            run = self.client.get_run(run_id)
-        except MlflowException as e:
-            if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                return None
-            raise
-        if run.info.lifecycle_stage != "active" or run.info.experiment_id != self.experiment_id:
-            return None
-        return run
+        return live_run(self.client, run_id, self.experiment_id)
 
     def _log_missing_params(self, run_id: str, have: Mapping[str, str], wanted: Mapping[str, str]) -> None:
         from mlflow.entities import Param
