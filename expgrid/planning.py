@@ -219,7 +219,7 @@ def _check(study: Study, spec: TrainableSpec) -> None:
                 if spec.check is not None:
                     spec.check(config)
             except ConfigError as e:
-                raise _placed(e, study, section, field, point) from None
+                raise place_error(e, study, section, field, point) from None
             except Exception as e:  # a check that crashes on a value: still that value's problem
                 trial = ", ".join(f"{k}={v!r}" for k, v in point.items())
                 raise ConfigError(field, f"values trainable {spec.name!r} can check (for the trial {trial})",
@@ -302,7 +302,7 @@ def _option_setting(study: Study, field: str) -> str | None:
                  if field == key or field.startswith(key + ".") or key.startswith(field + ".")), None)  # fmt: skip
 
 
-def _placed(
+def place_error(
     error: ConfigError, study: Study, section: Section, field: str, point: Mapping[str, Any]
 ) -> ConfigError | OptionError:
     """The trainable's error, with its field placed where the study file sets the value: the
