@@ -31,26 +31,15 @@ from cluster import attach, local_ray
 # isort: split
 import ray
 from ray import tune
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 import expgrid.reporter as reporter
-from expgrid import interrupts
+from expgrid import interrupts, wire
 from expgrid.planning import asha_grace_period
-from expgrid.stopping import ARTIFACTS_KEY, TrialRules
+from expgrid.stopping import ASHA_STOPPED, TrialRules
 from expgrid.study import Scheduler
 
-# Keys Tune adds to every result; they are not the trainable's metrics.
-_TUNE_KEYS = frozenset(
-    {
-        "training_iteration", "time_total_s", "time_this_iter_s", "time_since_restore", "timestamp",
-        "date", "pid", "hostname", "node_ip", "config", "done", "trial_id", "experiment_tag",
-        "iterations_since_restore", "timesteps_since_restore", "timesteps_total", "episodes_total",
-        "checkpoint_dir_name", "should_checkpoint", "experiment_id", "checkpoint_path",
-    }
-)  # fmt: skip
 _CHECKPOINT_FILE = "expgrid_state.pkl"
-ROWS_KEY = "expgrid_rows"  # a result carries every epoch row since the trial's previous result
-NODE_KEY = "expgrid_node"  # the Ray node a trial (or pack) reported from
-RESTART_KEY = "expgrid_restarted"  # on the first row after Train restarted a trial's workers
 
 # Tune's usage telemetry for callbacks imports ray.air.integrations.mlflow, i.e. all of MLflow
 # (1.5-3 s on a 2-CPU machine), in the driver at the start of every section, only to compare
@@ -314,12 +303,6 @@ def _report(metrics: dict[str, Any], state: Any | None = None) -> None:
         shutil.rmtree(tmp, ignore_errors=True)  # Tune has copied it to the trial's storage
 
 
-def _newest(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The newest row as Tune's result: its metrics without the artifact files (which only the
-    driver reads, from the rows)."""
-    return {k: v for k, v in rows[-1].items() if k != ARTIFACTS_KEY}
-
-
 def _node_id() -> str:
     return ray.get_runtime_context().get_node_id()
 
@@ -340,9 +323,8 @@ def _load_checkpoint(fallback: str | None = None) -> Any | None:
 class RaySession(reporter.Session):
     """``expgrid.reporter`` session inside a Tune trial: metrics and checkpoints go to Tune."""
 
-    def _deliver(self, rows: list[dict[str, Any]], state: dict[str, Any] | None) -> None:
-        # Tune (and ASHA) see the newest row; the driver unpacks every row from ROWS_KEY.
-        _report({**_newest(rows), ROWS_KEY: rows, NODE_KEY: _node_id()}, state)
+    def _deliver(self, messages: list[wire.Message], state: dict[str, Any] | None) -> None:
+        _report(wire.encode([wire.Placed(_node_id()), *messages]), state)
 
     def _load(self) -> dict[str, Any] | None:
         return _load_checkpoint(self.restore_from)
@@ -459,38 +441,34 @@ def _trial_entry(param: dict[str, Any], shared: dict[str, Any] | None = None, co
 #
 # Tune spends about 0.2 s of driver work on every trial it schedules, even with actor reuse;
 # a no-op trial costs nothing else. So a FIFO section of many small trials runs them in packs:
-# one Tune trial runs several expgrid trials in turn, and its results carry every row tagged
-# with the trial it belongs to, plus start / retry / end events. A trial that raises is retried
+# one Tune trial runs several expgrid trials in turn, and its results carry every message tagged
+# with the trial it belongs to, plus start / retry / end events (``wire.PackEvent``). A trial that raises is retried
 # in the same process from its last checkpoint (up to max_failures times), as Tune would; if
 # the whole pack is lost (a node dies), Tune restarts it from its last checkpoint, which says
 # which of its trials are done, and the driver ignores repeats of trials it has already seen end.
 
-TRIAL_KEY = "expgrid_trial"  # the index of the trial a packed row belongs to
-EVENT_KEY = "expgrid_event"  # start / retry / end rows of a packed trial
-
-
 class _Pack:
-    """The rows of a pack's trials, sent to Tune at most every ``interval`` seconds."""
+    """The messages of a pack's trials, sent to Tune at most every ``interval`` seconds."""
 
     def __init__(self, interval: float, done: list[int]):
         self.interval, self.done = interval, done
-        self.rows: list[dict[str, Any]] = []
+        self.messages: list[wire.Message] = []
         self.last_send = time.monotonic()
 
-    def event(self, kind: str, index: int, **extra: Any) -> None:
-        self.rows.append({EVENT_KEY: kind, TRIAL_KEY: index, "time": time.time(), **extra})
+    def event(self, kind: str, index: int, error: str | None = None) -> None:
+        self.messages.append(wire.PackEvent(kind, index, time.time(), error))
 
-    def add(self, rows: list[dict[str, Any]], checkpoint: dict[str, Any] | None) -> None:
-        self.rows.extend(rows)
+    def add(self, messages: list[wire.Message], checkpoint: dict[str, Any] | None) -> None:
+        self.messages.extend(messages)
         if checkpoint is not None or time.monotonic() - self.last_send >= self.interval:
             self.send(checkpoint)
 
     def send(self, checkpoint: dict[str, Any] | None = None) -> None:
-        if not self.rows and checkpoint is None:
+        if not self.messages and checkpoint is None:
             return
-        rows, self.rows = self.rows, []
+        messages, self.messages = self.messages, []
         self.last_send = time.monotonic()
-        _report({ROWS_KEY: rows, NODE_KEY: _node_id()}, checkpoint)
+        _report(wire.encode([wire.Placed(_node_id()), *messages]), checkpoint)
 
 
 class _PackedSession(reporter.Session):
@@ -502,14 +480,13 @@ class _PackedSession(reporter.Session):
         super().__init__(dataclasses.replace(rules, report_interval=0.0))
         self.index, self.pack, self.last_state = index, pack, resume
 
-    def _deliver(self, rows: list[dict[str, Any]], state: dict[str, Any] | None) -> None:
-        for row in rows:
-            row[TRIAL_KEY] = self.index
+    def _deliver(self, messages: list[wire.Message], state: dict[str, Any] | None) -> None:
+        messages = [dataclasses.replace(m, trial=self.index) for m in messages]
         checkpoint = None
         if state is not None:
             self.last_state = state
             checkpoint = {"done": list(self.pack.done), "current": self.index, "state": state}
-        self.pack.add(rows, checkpoint)
+        self.pack.add(messages, checkpoint)
 
     def _load(self) -> dict[str, Any] | None:
         return self.last_state
@@ -590,13 +567,13 @@ class TrainSession(reporter.Session):
         self.rank = ray.train.get_context().get_world_rank()
         self.restarted = False  # Train restarted the workers (a failure): the driver counts a retry
 
-    def _deliver(self, rows: list[dict[str, Any]], state: dict[str, Any] | None) -> None:
+    def _deliver(self, messages: list[wire.Message], state: dict[str, Any] | None) -> None:
         import ray.train
 
         if self.restarted:
-            rows[0] = {**rows[0], RESTART_KEY: True}
+            messages = [wire.Restarted(), *messages]
             self.restarted = False
-        metrics = {**_newest(rows), ROWS_KEY: rows}
+        metrics = wire.encode(messages)
         if state is None or self.rank != 0:  # rank 0's model is every rank's (DDP keeps them equal)
             ray.train.report(metrics)
             return
@@ -671,9 +648,18 @@ class TrialEvents(Protocol):
 
     def trial_started(self, index: int, at: float | None = None) -> None: ...
 
-    def trial_result(self, index: int, metrics: dict[str, Any]) -> None: ...
+    def trial_rows(self, index: int, rows: list[dict[str, Any]]) -> None:
+        """Epoch rows, oldest first: each the trainable's own metrics."""
+
+    def trial_stopped(self, index: int, reason: str) -> None:
+        """The trial stopped itself (diverged, early_stopped) or ASHA cut it (asha_stopped)."""
+
+    def trial_artifacts(self, index: int, files: dict[str, Any], epoch: int) -> None: ...
 
     def trial_retried(self, index: int, error: str) -> None: ...
+
+    def trial_restarted(self, index: int) -> None:
+        """Ray Train restarted the trial's workers from its last checkpoint (a retry)."""
 
     def trial_placed(self, index: int | None, node_id: str) -> None: ...
 
@@ -712,22 +698,26 @@ class TuneSection:
 
 
 class _EventBridge(tune.Callback):
-    """Turns Tune's trial callbacks (and the events inside packs' results) into TrialEvents."""
+    """Turns Tune's trial callbacks and the messages in trials' results (``expgrid.wire``) into
+    TrialEvents; ``cuts``: the section's ASHA scheduler, which says which trials it cut."""
 
-    def __init__(self, events: TrialEvents):
+    def __init__(self, events: TrialEvents, cuts: CuttingASHA | None = None):
         self.events = events
+        self.cuts = cuts
         self.ended: set[int] = set()  # trials whose end the driver has seen (repeats are dropped)
         self.running: dict[str, int] = {}  # Tune trial id → the packed trial it is running
         self.stop_sent = False
 
     # Tune pickles its run config (callbacks included) into the experiment folder; the events
-    # sink holds threads and clients and is the driver's own, so it is left out.
+    # sink holds threads and clients and is the driver's own, so it is left out. The scheduler
+    # is pickled in the same file (tuner.pkl), so a restored bridge gets the restored scheduler.
     def __getstate__(self) -> dict[str, Any]:
-        return {}
+        return {"cuts": self.cuts}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Unpickled when Tune restores an experiment: report to the section now being resumed.
         self.events = _restoring_events  # type: ignore[assignment]
+        self.cuts = state.get("cuts")
         self.ended, self.running, self.stop_sent = set(), {}, False
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
@@ -751,39 +741,44 @@ class _EventBridge(tune.Callback):
             self.events.trial_started(index)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        index = self._single(trial)
-        node = result.get(NODE_KEY)
-        if index is not None and node is not None:
-            self.events.trial_placed(index, node)
-        if index is not None:
-            rows = result.get(ROWS_KEY) or [{k: v for k, v in result.items() if k not in _TUNE_KEYS}]
-            for row in rows:
-                if row.pop(RESTART_KEY, False):
-                    self.events.trial_retried(index, "Ray Train restarted the trial's workers from its last checkpoint")
-                self.events.trial_result(index, row)
-        else:
-            for row in result.get(ROWS_KEY) or []:
-                self._packed_row(trial.trial_id, row, node)
+        # Taken out of the result in place: Tune keeps (and saves) only the user's metrics.
+        messages = wire.decode(result)
+        single = self._single(trial)
+        node = None
+        for message in messages:
+            if isinstance(message, wire.Placed):
+                node = message.node
+                if single is not None:
+                    self.events.trial_placed(single, node)
+                continue
+            index = single if message.trial is None else message.trial
+            if index is None or (single is None and index in self.ended):
+                continue  # a restarted pack repeating a trial the driver already has
+            self._deliver(trial.trial_id, index, message, node)
+        if single is not None and self.cuts is not None and self.cuts.take_cut(trial.trial_id):
+            self.events.trial_stopped(single, ASHA_STOPPED)
         self.events.results_received()
 
-    def _packed_row(self, tune_id: str, row: dict[str, Any], node: str | None) -> None:
-        index = int(row.pop(TRIAL_KEY))
-        if index in self.ended:
-            return  # a restarted pack repeating a trial the driver already has
-        kind = row.get(EVENT_KEY)
-        if kind == "start":
+    def _deliver(self, tune_id: str, index: int, message: wire.Message, node: str | None) -> None:
+        if isinstance(message, wire.Rows):
+            self.events.trial_rows(index, list(message.rows))
+        elif isinstance(message, wire.Artifacts):
+            self.events.trial_artifacts(index, dict(message.files), message.epoch)
+        elif isinstance(message, wire.Stopped):
+            self.events.trial_stopped(index, message.reason)
+        elif isinstance(message, wire.Restarted):
+            self.events.trial_restarted(index)
+        elif isinstance(message, wire.PackEvent) and message.event == "start":
             self.running[tune_id] = index
-            self.events.trial_started(index, at=row["time"])
+            self.events.trial_started(index, at=message.time)
             if node is not None:
                 self.events.trial_placed(index, node)
-        elif kind == "retry":
-            self.events.trial_retried(index, row["error"])
-        elif kind == "end":
+        elif isinstance(message, wire.PackEvent) and message.event == "retry":
+            self.events.trial_retried(index, message.error or "")
+        elif isinstance(message, wire.PackEvent):  # end
             self.running.pop(tune_id, None)
             self.ended.add(index)
-            self.events.trial_finished(index, row["error"], at=row["time"])
-        else:
-            self.events.trial_result(index, row)
+            self.events.trial_finished(index, message.error, at=message.time)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         index = self._single(trial)
@@ -816,12 +811,41 @@ def _error_text(trial: Any) -> str:
     return lines[-1].strip() if lines else ""
 
 
+class CuttingASHA(ASHAScheduler):
+    """Tune's ASHA, remembering the trials it cut: those it told to STOP before their last
+    planned epoch (ASHA also says STOP to a trial that reached ``max_t``; that is no cut). The
+    driver's event bridge asks right after Tune has handed the scheduler's decision on (Tune
+    calls the scheduler first, then the callbacks, for each result)."""
+
+    def __init__(self, *, max_t: int, **kwargs: Any):
+        super().__init__(max_t=max_t, **kwargs)
+        self.max_epochs = max_t
+        self.cut: set[str] = set()  # Tune trial ids
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        decision = super().on_trial_result(tune_controller, trial, result)
+        epoch = result.get("epoch")
+        if decision == TrialScheduler.STOP and isinstance(epoch, (int, float)) and epoch < self._planned(trial):
+            self.cut.add(trial.trial_id)
+        return decision
+
+    def _planned(self, trial: Any) -> int:
+        epochs = trial.config["expgrid"]["members"][0]["config"].get("epochs")
+        return int(epochs) if isinstance(epochs, int) else self.max_epochs
+
+    def take_cut(self, trial_id: str) -> bool:
+        """Whether the trial was cut (and, once asked, forget it)."""
+        if trial_id not in self.cut:
+            return False
+        self.cut.discard(trial_id)
+        return True
+
+
 def _scheduler(section: TuneSection) -> Any:
     if section.scheduler.kind != "asha":
         return None  # FIFO: every trial runs all its epochs
-    from ray.tune.schedulers import ASHAScheduler
 
-    return ASHAScheduler(
+    return CuttingASHA(
         time_attr="epoch",
         metric=section.metric,
         mode=section.mode,
@@ -934,6 +958,7 @@ def run_section(section: TuneSection, events: TrialEvents) -> float:
             return time.perf_counter() - start
         finally:
             _restoring_events = None
+    scheduler = _scheduler(section)
     tuner = tune.Tuner(
         trainable,
         param_space={"expgrid": tune.grid_search(section.tune_trials())},
@@ -943,13 +968,13 @@ def run_section(section: TuneSection, events: TrialEvents) -> float:
             reuse_actors=not data_parallel,
             max_concurrent_trials=section.max_concurrent,
             trial_dirname_creator=_trial_dirname,
-            scheduler=_scheduler(section),
+            scheduler=scheduler,
         ),
         run_config=tune.RunConfig(
             name=section.name,
             storage_path=section.storage_path,
             verbose=0,
-            callbacks=[_EventBridge(events)],
+            callbacks=[_EventBridge(events, scheduler)],
             failure_config=tune.FailureConfig(max_failures=section.max_failures),
             # The latest checkpoint is always kept (for retries); with a score, the best one too.
             checkpoint_config=tune.CheckpointConfig(

@@ -2,7 +2,12 @@
 
 ``<results>/sections/<id>/trials.jsonl`` gets one line per trial as it ends (so a crash keeps
 the finished ones); ``section.json`` is written when the section ends and is what a re-run
-reads to skip the section and carry its best values forward.
+reads to skip the section and carry its best values forward. A trial's ``history`` holds its
+epoch rows exactly as the trainable reported them; why it stopped early is its ``stop``.
+
+Results written before typed trial messages (``expgrid.wire``) kept the stop reason (and
+artifact files) inside the rows; :func:`_old_row` converts such rows as they are read, so
+resume, report and sync read both.
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ from expgrid.stopping import (
     FAILED,
     INTERRUPTED,
     SCORED,
-    STOP_KEY,
     is_finite_number,
 )
 
@@ -47,6 +51,9 @@ class TrialRecord:
     ended: float | None = None
     nodes: list[str] = dataclasses.field(default_factory=list)  # Ray nodes it ran on, in order
     artifacts: list[str] = dataclasses.field(default_factory=list)  # files in trial_dir(), by name
+    # Why it stopped before its last epoch: diverged / early_stopped (the trial said so) or
+    # asha_stopped (the scheduler cut it); None when it ran to its end, failed or still runs.
+    stop: str | None = None
 
     @property
     def last_epoch(self) -> int:
@@ -87,18 +94,12 @@ class TrialRecord:
         return cls(**data)
 
 
-def ending(history: list[dict[str, Any]], error: str | None, planned_epochs: int | None, asha: bool) -> str:
-    """How a trial ended, from its reports: failed, diverged / early_stopped (the trial said so
-    in its last report), asha_stopped (ended before its last epoch under ASHA), or completed."""
+def ending(stop: str | None, error: str | None) -> str:
+    """How a trial ended: failed (an error), why it was stopped (diverged / early_stopped by
+    itself, asha_stopped by the scheduler), or completed."""
     if error:
         return FAILED
-    stop = history[-1].get(STOP_KEY) if history else None
-    if stop:
-        return str(stop)
-    last = int(history[-1].get("epoch", 0)) if history else 0
-    if asha and planned_epochs is not None and last < planned_epochs:
-        return ASHA_STOPPED
-    return COMPLETED
+    return stop or COMPLETED
 
 
 def best_trial(trials: list[TrialRecord], metric: str, mode: str, select: str) -> TrialRecord | None:
@@ -163,6 +164,11 @@ class RowLog:
         with durable.naming(self.path):
             self._file.write(json.dumps({"trial": index, "row": row}, default=str) + "\n")
 
+    def stopped(self, index: int, reason: str) -> None:
+        """Why the trial stopped (a line of its own: ``{"trial": 3, "stop": "diverged"}``)."""
+        with durable.naming(self.path):
+            self._file.write(json.dumps({"trial": index, "stop": reason}) + "\n")
+
     def flush(self) -> None:
         with durable.naming(self.path):
             self._file.flush()
@@ -181,7 +187,7 @@ def _unfinished_fix(section_id: str) -> str:
             "or restore it from a copy")  # fmt: skip
 
 
-def read_progress(results: Path, section_id: str, trials: list[TrialRecord], *, asha: bool, warn: Warn) -> set[int]:
+def read_progress(results: Path, section_id: str, trials: list[TrialRecord], *, warn: Warn) -> set[int]:
     """Fill ``trials`` from an interrupted attempt: ended trials from trials.jsonl, the others'
     histories from rows.jsonl. Returns the indices of the trials that had ended.
 
@@ -194,14 +200,17 @@ def read_progress(results: Path, section_id: str, trials: list[TrialRecord], *, 
     ended = {i for i, record in last.items() if i in by_index and record.status != INTERRUPTED}
     for index in ended:
         by_index[index].__dict__.update(last[index].__dict__)
-    for index, row in _row_log(results, section_id, warn, repair=True):
+    for index, row, stop in _row_log(results, section_id, warn, repair=True):
         if index in by_index and index not in ended:
-            by_index[index].add_row(row)
+            if row is not None:
+                by_index[index].add_row(row)
+            if stop is not None and by_index[index].stop is None:
+                by_index[index].stop = stop
     index = _index_of_cut_record(cut)
     if index in by_index and index not in ended:
         trial = by_index[index]
         path = section_dir(results, section_id) / "trials.jsonl"
-        if _rebuild_ending(trial, asha, ended_at=path.stat().st_mtime):
+        if _rebuild_ending(trial, ended_at=path.stat().st_mtime):
             append_trial(results, section_id, trial)
             ended.add(index)
             warn(f"{path}: trial {index}'s record rebuilt from rows.jsonl ({trial.status})")
@@ -217,7 +226,8 @@ def ended_trials(results: Path, section_id: str) -> list[TrialRecord]:
 
 def rows_of(results: Path, section_id: str) -> list[tuple[int, dict[str, Any]]]:
     """Every (trial index, epoch row) of a section's rows.jsonl, in order; read only."""
-    return _row_log(results, section_id, lambda text: None, repair=False)
+    return [(index, row) for index, row, _ in _row_log(results, section_id, lambda text: None, repair=False)
+            if row is not None]  # fmt: skip
 
 
 def _trial_log(results: Path, section_id: str, warn: Warn, repair: bool) -> tuple[dict[int, TrialRecord], str | None]:
@@ -231,16 +241,25 @@ def _trial_log(results: Path, section_id: str, warn: Warn, repair: bool) -> tupl
     return last, cut
 
 
-def _row_log(results: Path, section_id: str, warn: Warn, repair: bool) -> list[tuple[int, dict[str, Any]]]:
+def _row_log(results: Path, section_id: str, warn: Warn,
+             repair: bool) -> list[tuple[int, dict[str, Any] | None, str | None]]:  # fmt: skip
+    """(trial index, epoch row, stop reason) per line of rows.jsonl: a line holds a row
+    (``{"trial": 3, "row": {...}}``) or a stop (``{"trial": 3, "stop": "diverged"}``)."""
     path = section_dir(results, section_id) / "rows.jsonl"
     lines, _ = durable.read_jsonl(path, _ROW_LINE, _unfinished_fix(section_id), warn, repair=repair)
-    rows = []
+    entries: list[tuple[int, dict[str, Any] | None, str | None]] = []
     for number, line in enumerate(lines, start=1):
-        if not (isinstance(line, dict) and isinstance(line.get("trial"), int) and isinstance(line.get("row"), dict)):
+        is_row = isinstance(line, dict) and isinstance(line.get("row"), dict)
+        is_stop = isinstance(line, dict) and isinstance(line.get("stop"), str)
+        if not (isinstance(line, dict) and isinstance(line.get("trial"), int) and (is_row or is_stop)):
             raise durable.RecordError(path, f"{_ROW_LINE} (line {number})", f"{str(line)[:40]!r}",
                                       _unfinished_fix(section_id))  # fmt: skip
-        rows.append((line["trial"], line["row"]))
-    return rows
+        if is_row:
+            row, stop = _old_row(line["row"])
+            entries.append((line["trial"], row, stop))
+        else:
+            entries.append((line["trial"], None, line["stop"]))
+    return entries
 
 
 def _index_of_cut_record(text: str | None) -> int | None:
@@ -249,15 +268,14 @@ def _index_of_cut_record(text: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _rebuild_ending(trial: TrialRecord, asha: bool, ended_at: float) -> bool:
+def _rebuild_ending(trial: TrialRecord, ended_at: float) -> bool:
     """Give ``trial`` the ending its rows show, if they show one (a stop, or its last epoch)."""
     if not trial.history:
         return False
     planned = trial.config.get("epochs")
-    stopped = bool(trial.history[-1].get(STOP_KEY))
-    if not stopped and not (isinstance(planned, int) and trial.last_epoch >= planned):
+    if trial.stop is None and not (isinstance(planned, int) and trial.last_epoch >= planned):
         return False
-    trial.status, trial.ended = ending(trial.history, None, planned, asha), ended_at
+    trial.status, trial.ended = ending(trial.stop, None), ended_at
     return True
 
 
@@ -266,9 +284,28 @@ def _trial_from_json(data: Any, path: Path, where: str, fix: str) -> TrialRecord
         record = TrialRecord.from_json(data)
         if not isinstance(record.index, int) or not isinstance(record.history, list):
             raise TypeError("not a trial record")
+        if "stop" not in data:  # written before typed trial messages: the stop rode in the rows
+            converted = [_old_row(row) for row in record.history]
+            record.history = [row for row, _ in converted]
+            stops = [stop for _, stop in converted if stop is not None]
+            record.stop = stops[-1] if stops else ASHA_STOPPED if record.status == ASHA_STOPPED else None
         return record
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, AttributeError):
         raise durable.RecordError(path, f"{_TRIAL_LINE} ({where})", f"{str(data)[:40]!r}", fix) from None
+
+
+# The control keys that rows held before typed trial messages (``expgrid.wire``).
+_OLD_STOP_KEY, _OLD_ARTIFACTS_KEY = "expgrid_stop", "expgrid_artifacts"
+
+
+def _old_row(row: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """A row as read: the user's metrics, and the stop reason a row of results written before
+    typed trial messages carried (its artifact files, if any, were written to disk already)."""
+    if _OLD_STOP_KEY not in row and _OLD_ARTIFACTS_KEY not in row:
+        return row, None
+    metrics = {k: v for k, v in row.items() if k not in (_OLD_STOP_KEY, _OLD_ARTIFACTS_KEY)}
+    stop = row.get(_OLD_STOP_KEY)
+    return metrics, str(stop) if stop else None
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -23,8 +23,8 @@ when the trial must end (a NaN/infinite loss, or patience ran out); trainables n
 gradient norms): a mapping of file name (``"confusion_matrix.csv"``, may contain ``/``) to its
 content (``str``, ``bytes``, or anything JSON can write), or a zero-argument callable returning
 one. A callable is only called when the files are due: the trial's planned last epoch, a report
-that stops the trial, and ASHA's rung epochs (where the trial may be cut). They travel with that
-report's row; the driver writes them to ``<results>/sections/<id>/trials/<index>/`` and to the
+that stops the trial, and ASHA's rung epochs (where the trial may be cut). They travel beside
+that report's row (``expgrid.wire.Artifacts``, never inside the metrics); the driver writes them to ``<results>/sections/<id>/trials/<index>/`` and to the
 trial's MLflow run, a later report's file replacing an earlier one of the same name.
 
 Outside a Ray trial the calls go to an in-process session, so a trainable can be called
@@ -39,7 +39,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
-from expgrid.stopping import ARTIFACTS_KEY, STOP_KEY, TrialRules, Watcher
+from expgrid import wire
+from expgrid.stopping import TrialRules, Watcher
 
 Checkpoint = Any  # a picklable object, e.g. a dict of state_dicts
 Artifacts = Mapping[str, Any]  # file name → str, bytes or JSON-able content
@@ -51,12 +52,15 @@ class StopTrial(Exception):  # noqa: N818 - it is a signal, not an error
 
 class Session:
     """Applies the trial rules to each report, batches reports, and decides when a checkpoint
-    is due; subclasses deliver batches of rows (with a checkpoint state) and load checkpoints."""
+    is due; subclasses deliver batches of messages (``expgrid.wire``: the rows, and the files
+    and stop reason that came with them) with a checkpoint state, and load checkpoints."""
 
     def __init__(self, rules: TrialRules | None = None):
         self.rules = rules or TrialRules(metric="", mode="max", report_interval=0.0)
         self.watcher = Watcher(self.rules)
         self._rows: list[dict[str, Any]] = []
+        self._files: wire.Artifacts | None = None
+        self._stop: str | None = None
         self._last_flush = time.monotonic()
 
     def report(
@@ -72,15 +76,16 @@ class Session:
         if checkpoint is not None and due and stop is None:
             user = checkpoint() if callable(checkpoint) else checkpoint
             state = {"user": user, "watcher": self.watcher.state()}
-        row = {**metrics, STOP_KEY: stop} if stop else dict(metrics)
         files = None
         if artifacts is not None and (
             not callable(artifacts) or stop or epoch == self.rules.last_epoch or epoch in self.rules.flush_epochs
         ):
             files = checked_artifacts(artifacts() if callable(artifacts) else artifacts)
-            if files:
-                row[ARTIFACTS_KEY] = files
-        self._rows.append(row)
+        self._rows.append(dict(metrics))
+        if files:  # a report with files is sent at once, so a batch holds at most one set
+            self._files = wire.Artifacts(files=files, epoch=epoch)
+        if stop:
+            self._stop = stop
         now = time.monotonic()
         if (state is not None or stop or files or epoch in self.rules.flush_epochs
                 or now - self._last_flush >= self.rules.report_interval):  # fmt: skip
@@ -92,9 +97,14 @@ class Session:
         """Send the rows gathered since the last flush (called again when the trainable returns)."""
         if not self._rows and state is None:
             return
-        rows, self._rows = self._rows, []
+        messages: list[wire.Message] = [wire.Rows(tuple(self._rows))] if self._rows else []
+        if self._files is not None:
+            messages.append(self._files)
+        if self._stop is not None:
+            messages.append(wire.Stopped(self._stop))
+        self._rows, self._files, self._stop = [], None, None
         self._last_flush = time.monotonic()
-        self._deliver(rows, state)
+        self._deliver(messages, state)
 
     def restore(self) -> Checkpoint | None:
         state = self._load()
@@ -104,7 +114,8 @@ class Session:
             self.watcher.load(state["watcher"])
         return state["user"]
 
-    def _deliver(self, rows: list[dict[str, Any]], state: dict[str, Any] | None) -> None:
+    def _deliver(self, messages: list[wire.Message], state: dict[str, Any] | None) -> None:
+        """Send ``messages`` (rows first) and, when not None, the checkpoint ``state``."""
         raise NotImplementedError
 
     def _load(self) -> dict[str, Any] | None:
@@ -133,15 +144,20 @@ class LocalSession(Session):
     def __init__(self, rules: TrialRules | None = None, checkpoint: Checkpoint | None = None):
         """``checkpoint``: what ``restore()`` returns, as if the trial were being retried."""
         super().__init__(rules)
-        self.history: list[dict[str, Any]] = []
+        self.history: list[dict[str, Any]] = []  # the metrics dicts reported, in order
         self.checkpoints: list[Checkpoint] = []  # what the trainable handed over, in order
         self.artifacts: dict[str, Any] = {}  # file name → content, the latest of each name
+        self.stop: str | None = None  # why the trial stopped itself (diverged, early_stopped)
         self._restore = None if checkpoint is None else {"user": checkpoint, "watcher": None}
 
-    def _deliver(self, rows: list[dict[str, Any]], state: dict[str, Any] | None) -> None:
-        for row in rows:
-            self.artifacts.update(row.pop(ARTIFACTS_KEY, None) or {})
-        self.history.extend(rows)
+    def _deliver(self, messages: list[wire.Message], state: dict[str, Any] | None) -> None:
+        for message in messages:
+            if isinstance(message, wire.Rows):
+                self.history.extend(message.rows)
+            elif isinstance(message, wire.Artifacts):
+                self.artifacts.update(message.files)
+            elif isinstance(message, wire.Stopped):
+                self.stop = message.reason
         if state is not None:
             self.checkpoints.append(state["user"])
 

@@ -21,13 +21,14 @@ from typing import Any, TextIO
 
 from expgrid import datacheck, durable, interrupts, planning, records, reports, tracking
 from expgrid.config import flatten
-from expgrid.errors import EXIT_FAILED, ConfigError, StudyFailed, StudyFileError
+from expgrid.errors import ConfigError, StudyFailed, StudyFileError
 from expgrid.interrupts import Interrupted
 from expgrid.locking import hold
-from expgrid.logfiles import SectionLog, tune_logs_to
+from expgrid.logfiles import tune_logs_to
 from expgrid.progress import ProgressLine
-from expgrid.records import FAILED, INTERRUPTED, RUNNING, SCORED, TrialRecord
-from expgrid.stopping import ARTIFACTS_KEY, MLFLOW_STATUS
+from expgrid.records import FAILED, INTERRUPTED, RUNNING, TrialRecord
+from expgrid.section_events import SectionEvents
+from expgrid.stopping import MLFLOW_STATUS
 from expgrid.study import Resources, Section, Study, load_study
 from expgrid.tracking import Tracker, default_tracking_uri
 from trainables.registry import TrainableSpec, resolve_trainable
@@ -231,141 +232,6 @@ def _read_back(section: Section, results: Path, saved: dict[str, Any]) -> Sectio
 # One section
 
 
-class _SectionEvents:
-    """Receives trial events from the Ray adapter; keeps records, progress and MLflow in step."""
-
-    def __init__(self, study: Study, section: Section, trials: list[TrialRecord], results: Path,
-                 tracker: Tracker, progress: ProgressLine, stop: interrupts.StopRequest):  # fmt: skip
-        self.study, self.section, self.trials = study, section, {t.index: t for t in trials}
-        self.results, self.tracker, self.progress, self.stop = results, tracker, progress, stop
-        self.retries = 0
-        # Set when the results' storage failed (a full disk): what to name, and the OS error.
-        self.fault: OSError | None = None
-        self.heard = False  # whether Tune has reported anything of this section's trials
-        self.lost_checkpoints: set[int] = set()  # resumed trials whose checkpoint Tune had lost
-        self.storage = ""  # where Tune writes trial checkpoints (set by the runner)
-        self.log = SectionLog(results, study.name, section.id, section.name, study.metric, study.mode)
-        self.rows = records.RowLog(results, section.id)
-        # Trials that ended before the driver was killed (a resumed section): Tune may run one
-        # again if its end had not reached Tune's own saved state; the record already has it.
-        self.ended_before: set[int] = set()
-        self._best_text = ""  # the progress line's best trial, recomputed as trials end
-
-    def trial_started(self, index: int, at: float | None = None) -> None:
-        self.heard = True
-        if index in self.ended_before:
-            return
-        trial = self.trials[index]
-        if trial.started is None:
-            trial.started = at or time.time()
-            # A resumed trial has rows already (from rows.jsonl): its run gets every one of them.
-            self.tracker.start_trial(self.section.id, index, tracking.trial_run_name(self.section.id, index, trial.swept),
-                                     trial.config, {}, trial.started, history=trial.history)  # fmt: skip
-        trial.status = RUNNING
-        self._redraw(False)
-
-    @contextlib.contextmanager
-    def _recording(self) -> Iterator[None]:
-        """A record that cannot be written (a full disk, a permission) stops the study: the
-        error goes on into Tune, which then neither registers the result's checkpoint (so a
-        resumed trial reports that epoch again) nor goes on; the runner reports the error."""
-        try:
-            yield
-        except OSError as e:
-            self.storage_failed(e)
-            raise
-
-    def storage_failed(self, error: OSError) -> None:
-        """Stop the study: nothing more can be recorded (see ``durable.storage_failure``)."""
-        if self.fault is None:
-            self.fault = error
-            self.stop.request(f"{error.filename}: {error.strerror}", exit_code=EXIT_FAILED)
-
-    def _trial_storage_failed(self, error: str | None) -> bool:
-        """A trial that failed because its checkpoint could not be stored did not fail itself:
-        it stops the study and stays unfinished (``--resume`` continues it once there is room)."""
-        failure = durable.storage_failure(error, self.storage)
-        if failure is not None:
-            self.storage_failed(failure)
-        return failure is not None
-
-    def trial_result(self, index: int, metrics: dict[str, Any]) -> None:
-        if index in self.ended_before:
-            return
-        with self._recording():
-            files = metrics.pop(ARTIFACTS_KEY, None)
-            if files:
-                written = records.write_artifacts(self.results, self.section.id, self.trials[index], files)
-                self.tracker.log_trial_artifacts(self.section.id, index, written)
-            self.trials[index].add_row(metrics)
-            self.rows.append(index, metrics)
-        self.tracker.log_epoch(self.section.id, index, metrics)
-        self._redraw(False)
-
-    def results_received(self) -> None:
-        with self._recording():
-            self.rows.flush()
-
-    def trial_placed(self, index: int | None, node_id: str) -> None:
-        if index is None or index in self.ended_before:
-            return
-        nodes = self.trials[index].nodes
-        if not nodes or nodes[-1] != node_id:
-            nodes.append(node_id)
-
-    def _checkpoint_lost(self, index: int, error: str | None) -> bool:
-        """A resumed trial whose checkpoint Tune's saved state names but storage no longer has
-        (see ``ray_api.LOST_CHECKPOINT``) did not fail: the runner starts it again after Tune's
-        run, from its newest checkpoint on disk."""
-        from cluster.ray_api import LOST_CHECKPOINT
-
-        if error is None or LOST_CHECKPOINT not in error:
-            return False
-        self.lost_checkpoints.add(index)
-        return True
-
-    def trial_retried(self, index: int, error: str) -> None:
-        if index in self.ended_before or self._trial_storage_failed(error) or self._checkpoint_lost(index, error):
-            return
-        self.trials[index].retries += 1
-        self.retries += 1
-        self._redraw(False)
-
-    def trial_finished(self, index: int, error: str | None, at: float | None = None) -> None:
-        if index in self.ended_before or self._trial_storage_failed(error) or self._checkpoint_lost(index, error):
-            return
-        trial = self.trials[index]
-        trial.ended = at or time.time()
-        trial.error = error
-        asha = self.study.scheduler_of(self.section).kind == "asha"
-        trial.status = records.ending(trial.history, error, trial.config.get("epochs"), asha)
-        with self._recording():
-            records.append_trial(self.results, self.section.id, trial)
-            self.log.trial_ended(trial)
-        tags = {"expgrid.status": trial.status, "expgrid.retries": str(trial.retries),
-                "expgrid.last_epoch": str(trial.last_epoch)}  # fmt: skip
-        if error:
-            tags["expgrid.error"] = error[:5000]
-        self.tracker.end_trial(self.section.id, index, MLFLOW_STATUS[trial.status], tags, trial.ended)
-        self._redraw(True)
-
-    def _redraw(self, trial_ended: bool) -> None:
-        trials = list(self.trials.values())
-        if trial_ended:  # the best can only change when a trial ends (running trials do not compete)
-            best = records.best_trial(
-                [t for t in trials if t.status in SCORED], self.study.metric, self.study.mode, self.section.select
-            )
-            self._best_text = "" if best is None else _describe(self.study, best, self.section.select)
-        self.progress.update(
-            done=sum(t.ended is not None for t in trials),
-            running=sum(t.status == RUNNING for t in trials),
-            failed=sum(t.status in (FAILED, records.DIVERGED) for t in trials),
-            retries=self.retries,
-            best=self._best_text,
-            trial_ended=trial_ended,
-        )
-
-
 def _run_section(
     study: Study,
     spec: TrainableSpec,
@@ -404,7 +270,7 @@ def _run_section(
     out = options.stream or sys.stdout
     ended_before: set[int] = set()
     if resume:
-        ended_before = records.read_progress(results, section.id, trials, asha=study.scheduler_of(section).kind == "asha",
+        ended_before = records.read_progress(results, section.id, trials,
                                              warn=lambda text: print(f"warning: {text}", file=out))  # fmt: skip
         print(f"  {section.id} {section.name}: resuming ({len(ended_before)} of {len(trials)} trials had ended)", file=out)
     fixed = {k: v for k, v in flatten(plans[0].config).items() if k not in section.swept}
@@ -426,7 +292,8 @@ def _run_section(
         max_concurrent = min(max_concurrent or fit, fit)
     pack = packing.trials_per_pack(len(plans), packing.concurrent_slots(resources, available, max_concurrent), packable)
     progress = ProgressLine(f"{section.id} {section.name}", len(plans), study.metric, options.stream)
-    events = _SectionEvents(study, section, trials, results, tracker, progress, stop)
+    events = SectionEvents(study, section, trials, results, tracker, progress, stop,
+                           describe=lambda trial: _describe(study, trial, section.select))
     events.ended_before = ended_before
     for trial in trials:  # the log starts afresh: it gets the trials that ended before a resume too
         if trial.index in ended_before:
@@ -499,7 +366,7 @@ def _run_section(
     return SectionOutcome(section, trials, best, skipped=False, seconds=seconds)
 
 
-def _run_trials(tune_section: Any, events: _SectionEvents, out: TextIO) -> float:
+def _run_trials(tune_section: Any, events: SectionEvents, out: TextIO) -> float:
     """Run the section's Tune experiment; return its wall time. A failure to store records
     (a full disk) is left in ``events.fault`` for the caller. What a killed driver can leave
     behind is mended here: a resumed experiment whose saved state Tune cannot read back (written
@@ -529,7 +396,7 @@ def _run_trials(tune_section: Any, events: _SectionEvents, out: TextIO) -> float
     return seconds
 
 
-def _recovery(tune_section: Any, events: _SectionEvents, out: TextIO) -> Any:
+def _recovery(tune_section: Any, events: SectionEvents, out: TextIO) -> Any:
     """A Tune run of the resumed trials whose checkpoints Tune had lost: each from its newest
     checkpoint left on disk (a packed trial, or one with none left, from its first epoch)."""
     from cluster import ray_api
@@ -549,7 +416,7 @@ def _recovery(tune_section: Any, events: _SectionEvents, out: TextIO) -> Any:
     return dataclasses.replace(tune_section, name=name, trials=trials, resume=False, pack=1)
 
 
-def _interrupted(section: Section, trials: list[TrialRecord], events: _SectionEvents,
+def _interrupted(section: Section, trials: list[TrialRecord], events: SectionEvents,
                  stop: interrupts.StopRequest) -> Interrupted:  # fmt: skip
     """Record the trials a stop cut short as ``interrupted`` (in trials.jsonl and MLflow, never
     scored), leave the section unfinished (no section.json: ``--resume`` continues it) and say so."""

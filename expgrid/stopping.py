@@ -34,9 +34,6 @@ MLFLOW_STATUS = {
     INTERRUPTED: "KILLED",
 }
 
-STOP_KEY = "expgrid_stop"  # added to the last report of a trial that stopped itself
-ARTIFACTS_KEY = "expgrid_artifacts"  # a report's files (name → content), see reporter.report
-
 
 @dataclasses.dataclass(frozen=True)
 class TrialRules:

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from expgrid.records import TrialRecord
 from expgrid.reports.results import SectionResults, StudyFacts, epoch_rows, number, shown_row
 from expgrid.reports.text import assignments, short
-from expgrid.stopping import STOP_KEY
 from expgrid.study import is_number
 
 if TYPE_CHECKING:
@@ -202,7 +201,7 @@ def _reported(trials: Sequence[TrialRecord]) -> list[str]:
     seen: dict[str, None] = {}
     for trial in trials:
         for row in trial.history:
-            seen.update((k, None) for k, v in row.items() if is_number(v) and k not in ("epoch", STOP_KEY))
+            seen.update((k, None) for k, v in row.items() if is_number(v) and k != "epoch")
     return list(seen)
 
 

@@ -19,7 +19,6 @@ from expgrid import records
 from expgrid.config import get_path
 from expgrid.errors import ResultsError
 from expgrid.records import TrialRecord
-from expgrid.stopping import STOP_KEY
 from expgrid.study import is_number
 
 
@@ -192,7 +191,7 @@ def metric_names(facts: StudyFacts, sections: Sequence[SectionResults]) -> list[
                     seen.update((k, None) for k, v in row.items() if is_number(v))
         rest = sorted(seen)
     ordered = [facts.metric, *facts.report, *rest]
-    return [m for i, m in enumerate(ordered) if m not in ("epoch", STOP_KEY) and m not in ordered[:i]]
+    return [m for i, m in enumerate(ordered) if m != "epoch" and m not in ordered[:i]]
 
 
 def number(value: Any) -> float:

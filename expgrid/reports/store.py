@@ -3,7 +3,8 @@
 One row per trial-epoch (a trial that reported nothing still has one row, with no epoch):
 ``section``, ``section_name``, ``trial``, ``status``, ``retries``, ``error``, ``trial_seconds``,
 ``best`` (the section's best trial), ``reference`` (the section's reference trial), ``selected``
-(the epoch that represents the trial), ``swept`` (its swept values as JSON), ``epoch``, one
+(the epoch that represents the trial), ``swept`` (its swept values as JSON), ``epoch``, ``stop``
+(on a trial's last epoch: why it stopped early, as its record's ``stop``; else empty), one
 column per reported metric, and one ``config.<dotted name>`` column per parameter of its config::
 
     df = pandas.read_parquet("results/digits-demo/report/trials.parquet")
@@ -19,7 +20,6 @@ from typing import Any
 
 from expgrid.config import flatten
 from expgrid.reports.results import SectionResults, StudyFacts, epoch_rows, metric_names
-from expgrid.stopping import STOP_KEY
 from expgrid.study import is_number
 
 FILE_NAME = "trials.parquet"
@@ -46,11 +46,12 @@ def trial_rows(facts: StudyFacts, sections: Sequence[SectionResults]) -> list[di
                 "swept": json.dumps(trial.swept, default=str),
             }
             config = {f"config.{k}": _cell(v) for k, v in flatten(trial.config).items()}
-            for report in epoch_rows(trial) or [{}]:
+            reports = epoch_rows(trial) or [{}]
+            for report in reports:
                 epoch = report.get("epoch")
                 values = {m: float(report[m]) if is_number(report.get(m)) else None for m in metrics}
                 rows.append({**head, "selected": epoch is not None and epoch == selected_epoch, "epoch": epoch,
-                             "stop": report.get(STOP_KEY), **values, **config})  # fmt: skip
+                             "stop": trial.stop if report is reports[-1] else None, **values, **config})  # fmt: skip
     return rows
 
 

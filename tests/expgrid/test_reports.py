@@ -16,7 +16,6 @@ from expgrid.reports import plots, store
 from expgrid.reports.results import SectionResults, StudyFacts, epoch_rows
 from expgrid.reports.summary import study_summary
 from expgrid.reports.tables import section_table
-from expgrid.stopping import STOP_KEY
 
 FACTS = StudyFacts("fashion", "val_accuracy", "max", ("val_loss",),
                    ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"))  # fmt: skip
@@ -29,10 +28,9 @@ def trial(index, lr, val_acc, train_acc=None, val_loss=None, status="completed",
         row = {"epoch": e, "val_accuracy": acc, "train_accuracy": (train_acc or val_acc)[e - 1] + 0.05,
                "val_loss": (val_loss or [1 - a for a in val_acc])[e - 1], "train_loss": 0.9 - 0.1 * e, "seconds": 1.5}  # fmt: skip
         history.append(row)
-    if stop:
-        history[-1][STOP_KEY] = stop
     config = {"optimizer": {"name": "adam", "lr": lr}, "epochs": epochs, "model": {"hidden": [64, 32]}}
-    return TrialRecord(index, {"optimizer.lr": lr}, config, status, history, started=100.0, ended=100.0 + seconds)
+    return TrialRecord(index, {"optimizer.lr": lr}, config, status, history, started=100.0, ended=100.0 + seconds,
+                       stop=stop)
 
 
 def lr_section(reference=1e-3, select="last_epoch"):

@@ -110,7 +110,7 @@ def test_a_cut_trial_record_is_rebuilt_from_the_rows_and_a_completed_trial_stays
     path.write_text(text[: text.rindex("\n", 0, -1) + 40])  # trial 1's line cut after 40 characters
     warnings: list[str] = []
     trials = _fresh(3)
-    ended = records.read_progress(tmp_path, "s", trials, asha=False, warn=warnings.append)
+    ended = records.read_progress(tmp_path, "s", trials, warn=warnings.append)
     assert ended == {0, 1}
     assert [t.status for t in trials[:2]] == ["completed", "completed"]
     assert [r["epoch"] for r in trials[1].history] == [1, 2, 3] and trials[2].history[-1]["epoch"] == 2
@@ -118,7 +118,7 @@ def test_a_cut_trial_record_is_rebuilt_from_the_rows_and_a_completed_trial_stays
                         f"{path}: trial 1's record rebuilt from rows.jsonl (completed)"]  # fmt: skip
     # The file is whole again, with the rebuilt record: the next reader needs no repair.
     assert [json.loads(x)["index"] for x in path.read_text().splitlines()] == [0, 1]
-    assert records.read_progress(tmp_path, "s", _fresh(3), asha=False, warn=warnings.append) == {0, 1}
+    assert records.read_progress(tmp_path, "s", _fresh(3), warn=warnings.append) == {0, 1}
     assert len(warnings) == 2
 
 
@@ -127,7 +127,7 @@ def test_a_cut_trial_record_whose_rows_show_no_end_continues_as_a_running_trial(
     path = folder / "trials.jsonl"
     path.write_text(path.read_text()[:-30])
     trials = _fresh(2)
-    assert records.read_progress(tmp_path, "s", trials, asha=False, warn=lambda text: None) == {0}
+    assert records.read_progress(tmp_path, "s", trials, warn=lambda text: None) == {0}
     assert trials[1].status == "pending" and len(trials[1].history) == 2  # Tune says how it goes on
 
 
@@ -137,7 +137,7 @@ def test_a_cut_row_is_dropped_and_cut_off_the_file_before_rows_are_appended(tmp_
     path.write_text(path.read_text()[:-10])
     warnings: list[str] = []
     trials = _fresh(1)
-    assert records.read_progress(tmp_path, "s", trials, asha=False, warn=warnings.append) == set()
+    assert records.read_progress(tmp_path, "s", trials, warn=warnings.append) == set()
     assert [r["epoch"] for r in trials[0].history] == [1, 2]  # epoch 3 is reported again from the checkpoint
     assert len(warnings) == 1 and "rows.jsonl: its last line was cut off" in warnings[0]
     log = records.RowLog(tmp_path, "s")
@@ -153,4 +153,4 @@ def test_damage_in_the_middle_of_a_record_log_is_refused(tmp_path):
     path.write_text("\n".join([lines[0][:20], lines[1]]) + "\n")
     with pytest.raises(RecordError, match=rf"^{path}: expected a trial record per line .* got unreadable line 1 "
                        r"\('\{\"index\": 0, \"swept\"'\); move it away and run again without --resume"):  # fmt: skip
-        records.read_progress(tmp_path, "s", _fresh(2), asha=False, warn=lambda text: None)
+        records.read_progress(tmp_path, "s", _fresh(2), warn=lambda text: None)
