@@ -8,6 +8,7 @@ import io
 import json
 import textwrap
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -71,6 +72,9 @@ def test_files_of_packed_and_asha_cut_trials_reach_the_results_folder_and_mlflow
             max_concurrent: 1
             grid: {x: [2, -6, -8]}
             scheduler: {asha: {grace_period: 2, reduction_factor: 3}}
+          - id: stops
+            inherit: none
+            grid: {nan_at_epoch: [null, 2]}
     """))
     results = tmp_path / "r"
     assert list((results / "tune" / "section-packed").glob("pack_*")), "the 16 small trials should run in packs"
@@ -80,16 +84,26 @@ def test_files_of_packed_and_asha_cut_trials_reach_the_results_folder_and_mlflow
             assert sorted(trial.artifacts) == ["curves/score.csv", "summary.json"]
             summary = json.loads((folder / "summary.json").read_text())
             # The files of the trial's last report that carried any: its end, or its last ASHA rung.
-            assert summary == {"x": trial.swept["x"], "y": 0.0, "epoch": trial.last_epoch}
+            assert summary == {"x": trial.config["x"], "y": 0.0, "epoch": trial.last_epoch}
             curve = (folder / "curves" / "score.csv").read_text().splitlines()
             assert len(curve) == 1 + trial.last_epoch
             assert all("expgrid_artifacts" not in row for row in trial.history)
     cut = [t for t in outcome.sections[1].trials if t.status == "asha_stopped"]
-    assert cut and all(t.last_epoch == 2 for t in cut)  # cut at the grace-period rung
+    assert cut and all(t.last_epoch == 2 and t.stop == "asha_stopped" for t in cut)  # cut at the grace-period rung
+    assert [(t.status, t.stop) for t in outcome.sections[2].trials] == [("completed", None), ("diverged", "diverged")]
+
+    # The user's metrics only, everywhere: the records' rows, the Parquet store, MLflow.
+    for section in ("packed", "cut", "stops"):
+        lines = (results / "sections" / section / "trials.jsonl").read_text().splitlines()
+        keys = {k for line in lines for row in json.loads(line)["history"] for k in row}
+        assert keys == {"epoch", "score", "loss", "resumed_from", "world_size"}, (section, keys)
+    columns = pd.read_parquet(results / "report" / "trials.parquet").columns
+    assert not [c for c in columns if "expgrid" in c] and "stop" in columns
 
     client = MlflowClient(outcome.tracking_uri)
     runs = client.search_runs([client.get_experiment_by_name("files").experiment_id], "tags.`expgrid.kind` = 'trial'")
-    assert len(runs) == 19
+    assert len(runs) == 21
+    assert {name for run in runs for name in run.data.metrics} == {"score", "loss", "resumed_from", "world_size"}
     for run in runs:
         listed = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"summary.json", "curves"} <= listed, (run.info.run_name, listed)
