@@ -18,15 +18,16 @@ NEVER_BY_TIME = 1e9  # report_interval: batches are cut by epochs and events onl
 class Recorder(reporter.Session):
     """A session that keeps each delivery (messages, checkpoint state) as it was sent."""
 
-    def __init__(self, rules: TrialRules):
+    def __init__(self, rules: TrialRules, saved: dict | None = None):
         super().__init__(rules)
         self.sent: list[tuple[list[wire.Message], dict | None]] = []
+        self.saved = saved  # the checkpoint state _load finds, as a retried trial's
 
     def _deliver(self, messages, state):
         self.sent.append((messages, state))
 
     def _load(self):
-        return None
+        return self.saved
 
     def epochs(self) -> list[list[int]]:
         """The epochs of the rows in each delivery."""
@@ -130,8 +131,8 @@ def test_a_local_session_keeps_pure_metrics_files_and_the_stop_reason():
 def test_restore_hands_back_the_checkpoint_and_the_patience_state():
     session = reporter.LocalSession(_rules(monitor="loss", patience=3), checkpoint={"epoch": 7})
     assert session.restore() == {"epoch": 7}
-    fresh = Recorder(_rules(monitor="loss", patience=1))
-    fresh._load = lambda: {"user": "u", "watcher": {"best_monitor": 0.1, "stale": 0, "best_metric": 9.0}}
+    fresh = Recorder(_rules(monitor="loss", patience=1),
+                     saved={"user": "u", "watcher": {"best_monitor": 0.1, "stale": 0, "best_metric": 9.0}})
     assert fresh.restore() == "u"
     with pytest.raises(reporter.StopTrial, match="early_stopped"):  # 0.5 is no better than the restored 0.1
         fresh.report({"epoch": 8, "loss": 0.5, "score": 1.0}, checkpoint=None)
