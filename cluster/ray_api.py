@@ -442,10 +442,11 @@ def _trial_entry(param: dict[str, Any], shared: dict[str, Any] | None = None, co
 # Tune spends about 0.2 s of driver work on every trial it schedules, even with actor reuse;
 # a no-op trial costs nothing else. So a FIFO section of many small trials runs them in packs:
 # one Tune trial runs several expgrid trials in turn, and its results carry every message tagged
-# with the trial it belongs to, plus start / retry / end events (``wire.PackEvent``). A trial that raises is retried
-# in the same process from its last checkpoint (up to max_failures times), as Tune would; if
-# the whole pack is lost (a node dies), Tune restarts it from its last checkpoint, which says
-# which of its trials are done, and the driver ignores repeats of trials it has already seen end.
+# with the trial it belongs to, plus start / retry / end events (``wire.PackEvent``). A trial
+# that raises is retried in the same process from its last checkpoint (up to max_failures
+# times), as Tune would; if the whole pack is lost (a node dies), Tune restarts it from its last
+# checkpoint, which says which of its trials are done, and the driver ignores repeats of trials
+# it has already seen end.
 
 class _Pack:
     """The messages of a pack's trials, sent to Tune at most every ``interval`` seconds."""
@@ -844,7 +845,6 @@ class CuttingASHA(ASHAScheduler):
 def _scheduler(section: TuneSection) -> Any:
     if section.scheduler.kind != "asha":
         return None  # FIFO: every trial runs all its epochs
-
     return CuttingASHA(
         time_attr="epoch",
         metric=section.metric,
