@@ -55,7 +55,8 @@ class Rows:
 
 @dataclasses.dataclass(frozen=True)
 class Stopped:
-    """The trial stopped itself (or, on the driver, the scheduler cut it): the reason."""
+    """The trial stopped itself: the reason (an ASHA cut is the driver's own knowledge: the
+    Tune adapter reports it to the section's events, it never travels)."""
 
     kind: ClassVar[str] = "stopped"
     reason: str
