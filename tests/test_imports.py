@@ -28,7 +28,7 @@ TRIAL_SIDE = ("expgrid.reporter", "expgrid.wire", "expgrid.stopping", "cluster.t
               "trainables")  # fmt: skip
 DRIVER_SIDE = ("expgrid.runner", "expgrid.cli", "expgrid.tracking", "expgrid.mlflow_store", "expgrid.mlflow_sync",
                "expgrid.mlflow_writer", "expgrid.mlflow_record", "expgrid.mlflow_ledger", "expgrid.reports",
-               "cluster.tune_section", "cluster.connect")  # fmt: skip
+               "cluster.tune_section", "cluster.connect", "cluster.attach", "cluster.submit")  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
