@@ -463,7 +463,7 @@ def _list(args: argparse.Namespace) -> int:
     for name in list_trainables():
         try:
             spec = resolve_trainable(name)
-            catalogue = spec.names()
+            catalogue = spec.catalogue_names()
         except Exception as e:  # noqa: BLE001 - a broken plugin must not hide the others
             print(f"error: trainable {name}: {e}", file=sys.stderr)
             broken += 1

@@ -103,7 +103,7 @@ class TrainableSpec:
         """The trial function itself (imports it when the spec names it by reference)."""
         return self.fn.load() if isinstance(self.fn, FunctionRef) else self.fn  # type: ignore[return-value]
 
-    def names(self) -> Mapping[str, Sequence[str]]:
+    def catalogue_names(self) -> Mapping[str, Sequence[str]]:
         """The trainable's catalogue (empty without one)."""
         return dict(self.catalogue()) if self.catalogue is not None else {}  # type: ignore[operator]
 
