@@ -35,7 +35,7 @@ The schema (documented for users in README.md, "Study files")::
 the top level, as the default of every section.
 
 Study names and section ids name directories (``results/<study>/sections/<id>/``), so they are
-:data:`SAFE_NAME`: ASCII letters, digits, ``.``, ``_`` and ``-``, not starting with ``.``. Every
+``study_checks.SAFE_NAME``: ASCII letters, digits, ``.``, ``_`` and ``-``, not starting with ``.``. Every
 number anywhere in the file or a ``--set`` is finite (``config.finite_number``).
 """
 
