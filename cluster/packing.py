@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from expgrid.admission import concurrent_slots  # noqa: F401 - packing's callers use it here too
 from expgrid.study import Resources
 
 HEADROOM = 0.15  # share of GPU memory left free: allocator fragmentation, CUDA context, spikes
@@ -80,7 +81,7 @@ def dry_run_peak(ref: str, config: dict[str, Any], data: Any) -> tuple[int, int]
     import torch
 
     import expgrid.reporter as reporter
-    from trainables.registry import import_ref
+    from expgrid.trainable_spec import import_ref
 
     class _OneEpoch(reporter.LocalSession):
         def _deliver(self, rows: list[dict[str, Any]], state: Any) -> None:
@@ -100,13 +101,6 @@ def dry_run_peak(ref: str, config: dict[str, Any], data: Any) -> tuple[int, int]
 # (trials of a grid can differ a lot in length), few enough that Tune's ~0.2 s per scheduled
 # trial is paid rarely.
 PACKS_PER_SLOT = 4
-
-
-def concurrent_slots(per_trial: dict[str, float], available: dict[str, float], max_concurrent: int | None) -> int:
-    """How many trials of ``per_trial`` resources the cluster runs at once (at least 1)."""
-    fits = [math.floor(available.get(k, 0.0) / v + 1e-9) for k, v in per_trial.items() if v > 0]
-    slots = max(1, min(fits, default=1))
-    return min(slots, max_concurrent) if max_concurrent else slots
 
 
 def trials_per_pack(n_trials: int, slots: int, packable: bool) -> int:

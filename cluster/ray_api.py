@@ -357,7 +357,7 @@ def _function(ref: str, code_path: str) -> Callable[..., Any]:
     if fn is None:
         if code_path and code_path not in sys.path:
             sys.path.insert(0, code_path)  # a user's module next to the study
-        from trainables.registry import import_ref
+        from expgrid.trainable_spec import import_ref
 
         fn = _functions[ref] = import_ref(ref)
     return fn

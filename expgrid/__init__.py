@@ -1,7 +1,14 @@
-"""expgrid: sectioned experiment grids on Ray Tune, tracked in MLflow.
+"""expgrid: sectioned experiment grids on Ray Tune, tracked in MLflow. This package is the core.
 
 The facade: load and check a study, run it, and the reporter functions trainables call.
-Heavy modules (Ray, MLflow, torch) load only when a study runs.
+
+The core depends on nothing above it. At module level its modules import no ray, mlflow, torch
+or torchvision, and never ``trainables`` or ``cluster``: trainables are found through entry points
+(``expgrid.trainable_lookup``), and where the driver must call out to Ray (the runner starting a
+section, ``gpu: auto``) it imports ``cluster`` inside the function that does. MLflow is imported
+by the tracking modules' functions and the writer process. The trial side of the core
+(``reporter``, ``stopping``, ``wire``) never imports the driver side (``runner``, ``cli``, the
+tracking modules). tests/test_imports.py checks all of it.
 """
 
 from expgrid.errors import ConfigError, StudyFailed, StudyFileError
@@ -29,8 +36,8 @@ def load_study(path, overrides=None):
 
 
 def run_study(path, **options):
-    """Load, check and run a study file; ``options`` are :class:`expgrid.runner.RunOptions` fields."""
-    from expgrid.runner import RunOptions
+    """Load, check and run a study file; ``options`` are :class:`expgrid.run_options.RunOptions` fields."""
+    from expgrid.run_options import RunOptions
     from expgrid.runner import run_study as _run
 
     study, spec = load_study(path, options.pop("overrides", None))
@@ -38,7 +45,7 @@ def run_study(path, **options):
 
 
 def trainable(*, defaults=None, metrics=None):
-    """Declare a user trainable's parameters and metrics (see trainables.registry.trainable)."""
-    from trainables.registry import trainable as _trainable
+    """Declare a user trainable's parameters and metrics (see expgrid.trainable_spec.trainable)."""
+    from expgrid.trainable_spec import trainable as _trainable
 
     return _trainable(defaults=defaults, metrics=metrics)

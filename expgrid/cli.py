@@ -347,7 +347,8 @@ def _check_sections(args: argparse.Namespace, study: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from expgrid.runner import RunOptions, run_study
+    from expgrid.run_options import RunOptions
+    from expgrid.runner import run_study
 
     _check_run_options(args)
     study, spec = _load(args)  # every check before Ray starts
@@ -374,7 +375,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _print_end(outcome) -> None:
     """The summary and where everything is, as a run ends (also a stopped one)."""
-    from expgrid.runner import print_summary
+    from expgrid.wording import print_summary
 
     print_summary(outcome.study, outcome)
     print(f"\nResults: {outcome.results_dir}")
@@ -454,22 +455,23 @@ def _sync(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from trainables.registry import TRAINABLES, list_trainables
+    """Each trainable with its metrics, then the names its catalogue holds (datasets, models, …).
+    One that cannot be loaded is named on stderr and the others are still listed (exit 1)."""
+    from expgrid.trainable_lookup import list_trainables, resolve_trainable
 
+    broken = 0
     for name in list_trainables():
-        spec = TRAINABLES.get(name)
-        metrics = ", ".join(spec.metrics or ()) or "?"
-        print(f"{name:<12} {spec.ref}  metrics: {metrics}")
-    try:
-        from trainables.classification import data, models, optim
-
-        print(f"\nclassify datasets:   {', '.join(data.DATASETS.names())}")
-        print(f"classify models:     {', '.join(models.MODELS.names())}")
-        print(f"classify optimizers: {', '.join(optim.OPTIMIZERS.names())}")
-    except ImportError:
-        pass
-    return 0
-
+        try:
+            spec = resolve_trainable(name)
+            catalogue = spec.catalogue_names()
+        except Exception as e:  # noqa: BLE001 - a broken plugin must not hide the others
+            print(f"error: trainable {name}: {e}", file=sys.stderr)
+            broken += 1
+            continue
+        print(f"{name:<12} {spec.ref}  metrics: {', '.join(spec.metrics or ()) or '?'}")
+        for kind, names in catalogue.items():
+            print(f"  {kind + ':':<15} {', '.join(names)}")
+    return EXIT_FAILED if broken else 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,12 +20,10 @@ named when a trial meets it: ``cannot decode image PATH: reason``.
 
 from __future__ import annotations
 
-import json
-
 from expgrid import planning
 from expgrid.errors import ConfigError, StudyFileError
-from expgrid.study import Study
-from trainables.registry import TrainableSpec
+from expgrid.study_types import Study
+from expgrid.trainable_spec import TrainableSpec, data_key_of
 
 
 def check_study_data(study: Study, spec: TrainableSpec) -> int:
@@ -36,7 +34,7 @@ def check_study_data(study: Study, spec: TrainableSpec) -> int:
     checked: set[object] = set()
     for i, section in enumerate(study.sections):
         for plan in planning.plan_section(study, spec, section, {}):
-            key = spec.data_key(plan.config) if spec.data_key else json.dumps(plan.config, sort_keys=True, default=str)
+            key = data_key_of(spec, plan.config)
             if key in checked:
                 continue
             checked.add(key)

@@ -1,13 +1,12 @@
-"""Per-section log files, as the coursework hands them in: ``<results>/logs/log_sec{S}_q{Q}.txt``.
+"""Log files of a run: each section's log (written by its trainable's hook) and Ray's own lines.
 
-The file name comes from the section id: the part before the first dot is the section, the rest
-the question (``3.1`` → ``log_sec3_q1.txt``, ``3.1.2`` → ``log_sec3_q1_2.txt``); an id without a
-dot has no question part (``1`` → ``log_sec1.txt``, ``lr`` → ``log_seclr.txt``); characters other
-than letters and digits become ``_``.
-
-A log holds, per trial and written as the trial ends (so a crash keeps every finished trial): its
-swept values and resolved config, one line per epoch with every reported metric, and, at each
-epoch that reports ``mAP``, a test block in torchreid's format (mAP and Rank-k as percentages).
+A section's log lives at ``<results>/logs/log_sec{S}_q{Q}.txt``: the part of the section id
+before the first dot is the section, the rest the question (``3.1`` → ``log_sec3_q1.txt``,
+``3.1.2`` → ``log_sec3_q1_2.txt``); an id without a dot has no question part (``1`` →
+``log_sec1.txt``, ``lr`` → ``log_seclr.txt``); characters other than letters and digits become
+``_``. The core names the file (so the section's MLflow run and ``expgrid sync`` find it); what
+goes in it is the trainable's: its spec's ``section_log`` hook (reid's:
+``trainables.reid.section_log``). A trainable without the hook leaves no section log.
 
 ``<results>/ray.log`` gets Ray Tune's and Ray Train's own log lines during a run
 (:func:`tune_logs_to`).
@@ -16,17 +15,14 @@ epoch that reports ``mAP``, a test block in torchreid's format (mAP and Rank-k a
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from expgrid.durable import naming
 from expgrid.records import TrialRecord
-
-_RANK = re.compile(r"rank(\d+)$")
+from expgrid.trainable_spec import TrainableSpec
 
 
 def log_name(section_id: str) -> str:
@@ -42,60 +38,39 @@ def log_path(results: Path, section_id: str) -> Path:
     return results / "logs" / log_name(section_id)
 
 
-def _value(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+class SectionLog(Protocol):
+    """What a trainable's ``section_log`` hook returns; ``path`` is None when there is no file."""
+
+    path: Path | None
+
+    def trial_ended(self, trial: TrialRecord) -> None: ...
+
+    def section_ended(self, best: TrialRecord | None, metric: str) -> None: ...
 
 
-def epoch_line(row: dict[str, Any], epochs: Any) -> str:
-    rest = "  ".join(f"{k} {_value(v)}" for k, v in row.items() if k != "epoch" and not k.startswith("expgrid_"))
-    return f"Epoch {row.get('epoch', '?')}/{epochs}  {rest}"
+class NoSectionLog:
+    """The section log of a trainable without a ``section_log`` hook: nothing is written."""
 
-
-def test_block(row: dict[str, Any]) -> list[str]:
-    """torchreid's result block for a row that reports mAP (fractions printed as percentages)."""
-    if "mAP" not in row:
-        return []
-    lines = ["** Results **", f"mAP: {100 * float(row['mAP']):.1f}%", "CMC curve"]
-    ranks = sorted((int(m.group(1)), k) for k in row if (m := _RANK.match(k)))
-    lines += [f"Rank-{r:<3}: {100 * float(row[k]):.1f}%" for r, k in ranks]
-    return lines
-
-
-class SectionLog:
-    """The log file of one section run, started afresh when the section (re)starts."""
-
-    def __init__(self, results: Path, study_name: str, section_id: str, section_name: str, metric: str, mode: str):
-        self.path = log_path(results, section_id)
-        self._write(f"Study {study_name} · section {section_id} {section_name} · metric {metric} ({mode})\n", "w")
+    path: Path | None = None
 
     def trial_ended(self, trial: TrialRecord) -> None:
-        swept = ", ".join(f"{k}={json.dumps(v)}" for k, v in trial.swept.items())
-        seconds = f"{trial.seconds:.1f} s" if trial.seconds is not None else "time unknown"
-        lines = [
-            "",
-            f"=== Trial {trial.index} ({swept}): {trial.status} at epoch {trial.last_epoch}, {seconds}, "
-            f"{trial.retries} retries",
-            "config: " + json.dumps(trial.config, sort_keys=True, default=str),
-        ]
-        epochs = trial.config.get("epochs", "?")
-        for row in trial.history:
-            lines.append(epoch_line(row, epochs))
-            lines += test_block(row)
-        if trial.error:
-            lines.append(f"error: {trial.error}")
-        self._write("\n".join(lines) + "\n")
+        pass
 
     def section_ended(self, best: TrialRecord | None, metric: str) -> None:
-        text = "none (every trial failed or diverged)" if best is None else (
-            f"trial {best.index} " + ", ".join(f"{k}={json.dumps(v)}" for k, v in best.swept.items())
-        )
-        self._write(f"\nBest by {metric}: {text}\n")
+        pass
 
-    def _write(self, text: str, mode: str = "a") -> None:
-        with naming(self.path):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, mode) as f:
-                f.write(text)
+
+def open_section_log(spec: TrainableSpec, results: Path, study_name: str, section_id: str, section_name: str,
+                     metric: str, mode: str) -> SectionLog:  # fmt: skip
+    """The section's log, started afresh (a rerun or resumed section writes it again)."""
+    if spec.section_log is None:
+        return NoSectionLog()
+    return spec.section_log(log_path(results, section_id), study_name, section_id, section_name, metric, mode)  # type: ignore[operator]
+
+
+def log_artifacts(log: SectionLog) -> dict[str, Any]:
+    """The section run's ``logs/`` artifact, when there is a log file."""
+    return {} if log.path is None else {f"logs/{log.path.name}": log.path}
 
 
 # ---------------------------------------------------------------------------------------------

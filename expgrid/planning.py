@@ -33,8 +33,8 @@ from typing import Any
 from expgrid.config import expand_names, finite_number, flatten, get_path, merge, nest, set_path, unknown_paths
 from expgrid.errors import ConfigError, OptionError, StudyFileError, Text
 from expgrid.stopping import TrialRules
-from expgrid.study import Sampled, Scheduler, Section, Study
-from trainables.registry import TrainableSpec
+from expgrid.study_types import Sampled, Scheduler, Section, Study
+from expgrid.trainable_spec import TrainableSpec
 
 
 @dataclasses.dataclass(frozen=True)

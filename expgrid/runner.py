@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -19,54 +18,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from expgrid import datacheck, durable, interrupts, planning, records, reports, tracking
+from expgrid import admission, datacheck, durable, interrupts, planning, records, reports, tracking
 from expgrid.config import flatten
 from expgrid.errors import ConfigError, StudyFailed, StudyFileError
 from expgrid.interrupts import Interrupted
 from expgrid.locking import hold
-from expgrid.logfiles import tune_logs_to
+from expgrid.logfiles import log_artifacts, open_section_log, tune_logs_to
+from expgrid.outcomes import SectionOutcome, StudyOutcome
 from expgrid.progress import ProgressLine
 from expgrid.records import FAILED, INTERRUPTED, RUNNING, TrialRecord
+from expgrid.run_options import RunOptions
 from expgrid.section_events import SectionEvents
 from expgrid.stopping import MLFLOW_STATUS
-from expgrid.study import Resources, Section, Study, load_study
+from expgrid.study import load_study
+from expgrid.study_types import Resources, Section, Study
 from expgrid.tracking import Tracker, default_tracking_uri
-from trainables.registry import TrainableSpec, resolve_trainable
-
-
-@dataclasses.dataclass
-class RunOptions:
-    results_dir: Path | None = None  # default: results/<study name>
-    tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else SQLite under results
-    address: str | None = None  # a running Ray cluster; None starts a local one
-    connect_timeout: float = 30.0  # seconds to find a Ray cluster at `address`
-    sections: tuple[str, ...] | None = None  # only these section ids
-    max_concurrent: int | None = None
-    resume: bool = False  # continue an interrupted section's Tune experiment (else rerun it)
-    # Where Tune and Train keep trial checkpoints: a directory every node can reach (shared
-    # filesystem) or an object-store URI (s3://…, gs://…); default <results>/tune (one node).
-    storage: str | None = None
-    num_cpus: int | None = None  # for a local Ray only
-    num_gpus: int | None = None
-    stream: TextIO | None = None  # where progress and summaries go (stdout)
-
-
-@dataclasses.dataclass
-class SectionOutcome:
-    section: Section
-    trials: list[TrialRecord]
-    best: TrialRecord | None
-    skipped: bool  # finished in an earlier run and read back
-    seconds: float
-
-
-@dataclasses.dataclass
-class StudyOutcome:
-    study: Study
-    results_dir: Path
-    tracking_uri: str
-    sections: list[SectionOutcome]
-    summary: reports.StudySummary | None = None  # None when the report could not be written
+from expgrid.trainable_lookup import resolve_trainable
+from expgrid.trainable_spec import TrainableSpec, data_key_of
+from expgrid.wording import describe as _describe
 
 
 def prepare(path: str | Path, overrides: dict[str, Any] | None = None, smoke: bool = False,
@@ -258,7 +227,7 @@ def _run_section(
         data_for=lambda plan: shared.get(data_ids.get(plan.index)), stream=options.stream,
     )  # fmt: skip
     workers = max(ray_api.workers_of(p.config) for p in plans)  # data-parallel trials: processes each
-    _check_fits(section, resources, ray_api.node_resources(), available, workers)
+    admission.check_fits(section, resources, ray_api.node_resources(), available, workers)
 
     folder = records.section_dir(results, section.id)
     tune_name, storage = f"section-{section.id}", options.storage or str(results / "tune")
@@ -285,16 +254,13 @@ def _run_section(
     # ASHA decides per trial and a best-epoch section keeps each trial's best checkpoint in Tune:
     # those need one Tune trial per expgrid trial.
     packable = study.scheduler_of(section).kind == "fifo" and section.select != "best_epoch" and workers == 1
-    if workers > 1:
-        # Tune would start every data-parallel trial at once (each reserves only a token CPU), and
-        # their Train runs would wait on each other's workers: admit only as many as fit.
-        fit = packing.concurrent_slots({k: v * workers for k, v in resources.items()}, available, None)
-        max_concurrent = min(max_concurrent or fit, fit)
-    pack = packing.trials_per_pack(len(plans), packing.concurrent_slots(resources, available, max_concurrent), packable)
+    max_concurrent = admission.admitted_at_once(max_concurrent, resources, available, workers)
+    pack = packing.trials_per_pack(len(plans), admission.concurrent_slots(resources, available, max_concurrent), packable)
     progress = ProgressLine(f"{section.id} {section.name}", len(plans), study.metric, options.stream)
     events = SectionEvents(study, section, trials, results, tracker, progress, stop,
                            describe=lambda trial: _describe(study, trial, section.select))
     events.ended_before = ended_before
+    events.log = open_section_log(spec, results, study.name, section.id, section.name, study.metric, study.mode)
     for trial in trials:  # the log starts afresh: it gets the trials that ended before a resume too
         if trial.index in ended_before:
             events.log.trial_ended(trial)
@@ -357,7 +323,7 @@ def _run_section(
         section.id,
         "FINISHED" if best else "FAILED",
         {f"best_{study.metric}": (best_row or {}).get(study.metric, math.nan), "seconds": seconds},
-        {"best_config.json": summary["best"] or {}, f"logs/{events.log.path.name}": events.log.path,
+        {"best_config.json": summary["best"] or {}, **log_artifacts(events.log),
          **{f"report/{p.name}": p for p in report_files}},  # fmt: skip
         {"expgrid.best_trial": str(best.index) if best else "none"},
     )
@@ -428,7 +394,7 @@ def _interrupted(section: Section, trials: list[TrialRecord], events: SectionEve
         events.tracker.end_trial(section.id, trial.index, MLFLOW_STATUS[INTERRUPTED],
                                  {"expgrid.status": INTERRUPTED, "expgrid.retries": str(trial.retries),
                                   "expgrid.last_epoch": str(trial.last_epoch)}, now)  # fmt: skip
-    events.tracker.end_section(section.id, "KILLED", {}, {f"logs/{events.log.path.name}": events.log.path},
+    events.tracker.end_section(section.id, "KILLED", {}, log_artifacts(events.log),
                                {"expgrid.interrupted": stop.reason or ""})  # fmt: skip
     ended = sum(t.ended is not None for t in trials)
     return Interrupted(
@@ -452,7 +418,7 @@ def _shared_data(
     ids: dict[int, str] = {}
     keys: dict[Any, str] = {}
     for plan in plans:
-        key = spec.data_key(plan.config) if spec.data_key else json.dumps(plan.config, sort_keys=True, default=str)
+        key = data_key_of(spec, plan.config)
         if key not in keys:
             keys[key] = f"data{len(keys)}"
             if key not in cache:
@@ -463,52 +429,6 @@ def _shared_data(
             shared[keys[key]] = cache[key]
         ids[plan.index] = keys[key]
     return shared, ids
-
-
-def _check_fits(section: Section, per_trial: dict[str, float], nodes: list[dict[str, float]],
-                total: dict[str, float], workers: int = 1) -> None:  # fmt: skip
-    """Refuse a section one of whose trials (or, for data-parallel trials, one of whose worker
-    processes) fits on no node, or whose data-parallel trial needs more than the cluster has."""
-    what = "one trial" if workers == 1 else "one worker process"
-    if not any(all(node[k] >= per_trial[k] for k in per_trial) for node in nodes):
-        largest = max(nodes, key=lambda n: (n["gpu"], n["cpu"]), default={"cpu": 0, "gpu": 0})
-        raise StudyFailed(
-            f"section {section.id}: {what} asks for {per_trial['cpu']:g} CPU and {per_trial['gpu']:g} GPU, but no node "
-            f"of this Ray cluster has that much (largest node: {largest['cpu']:g} CPU, {largest['gpu']:g} GPU; cluster "
-            f"total: {total['cpu']:g} CPU, {total['gpu']:g} GPU). Lower `resources` or add nodes."
-        )
-    if workers > 1 and any(workers * per_trial[k] > total[k] + 1e-9 for k in per_trial):
-        raise StudyFailed(
-            f"section {section.id}: a data-parallel trial of {workers} workers at {per_trial['cpu']:g} CPU and "
-            f"{per_trial['gpu']:g} GPU each needs {workers * per_trial['cpu']:g} CPU and {workers * per_trial['gpu']:g} "
-            f"GPU, but this Ray cluster has {total['cpu']:g} CPU and {total['gpu']:g} GPU. Lower `workers` or "
-            "`resources`, or add nodes."
-        )
-
-
-# ---------------------------------------------------------------------------------------------
-# Words for people
-
-
-def _short(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else json.dumps(value) if isinstance(value, list) else str(value)
-
-
-def _describe(study: Study, trial: TrialRecord | None, select: str | None = None) -> str:
-    if trial is None:
-        return "none"
-    score = trial.score(study.metric, study.mode, select or "last_epoch")
-    if score is None and trial.history:
-        score = trial.history[-1].get(study.metric)
-    swept = ", ".join(f"{k}={_short(v)}" for k, v in trial.swept.items())
-    return f"{_short(score)} ({swept})" if score is not None else f"({swept})"
-
-
-def print_summary(study: Study, outcome: StudyOutcome, stream: TextIO | None = None) -> None:
-    """The study summary, as ``expgrid report`` prints it again from the results."""
-    out = stream or sys.stdout
-    if outcome.summary is not None:
-        print("\n" + outcome.summary.to_text(), end="", file=out)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,11 +16,11 @@ from typing import Any
 
 from expgrid import durable, interrupts, records, tracking
 from expgrid.errors import EXIT_FAILED
-from expgrid.logfiles import SectionLog
+from expgrid.logfiles import NoSectionLog, SectionLog
 from expgrid.progress import ProgressLine
 from expgrid.records import FAILED, RUNNING, SCORED, TrialRecord
 from expgrid.stopping import MLFLOW_STATUS
-from expgrid.study import Section, Study
+from expgrid.study_types import Section, Study
 from expgrid.tracking import Tracker
 
 
@@ -40,7 +40,7 @@ class SectionEvents:
         self.heard = False  # whether Tune has reported anything of this section's trials
         self.lost_checkpoints: set[int] = set()  # resumed trials whose checkpoint Tune had lost
         self.storage = ""  # where Tune writes trial checkpoints (set by the runner)
-        self.log = SectionLog(results, study.name, section.id, section.name, study.metric, study.mode)
+        self.log: SectionLog = NoSectionLog()  # the trainable's section log, set by the runner
         self.rows = records.RowLog(results, section.id)
         # Trials that ended before the driver was killed (a resumed section): Tune may run one
         # again if its end had not reached Tune's own saved state; the record already has it.

@@ -1,194 +1,55 @@
-"""The study file: YAML → frozen, typed objects, every rule checked before anything starts.
+"""The study file: YAML → a :class:`~expgrid.study_types.Study`, every rule checked before anything starts.
 
-The schema (documented for users in README.md, "Study files")::
-
-    study: fashion-mnist-regularisation      # name; also the MLflow experiment
-    description: free text
-    trainable: classify                      # a registered name, or "package.module:function"
-    metric: val_accuracy                     # picks the best trial of each section
-    mode: max                                # max | min
-    report: [val_loss]                       # secondary metrics for summaries
-    seed: 0
-    defaults: {...}                          # the base config (nested or dotted keys)
-    resources: {cpu: 1, gpu: 0}              # per trial
-    max_concurrent: 4                        # optional cap on parallel trials
-    sections:
-      - id: "3.2"                            # a string; quote numbers such as "3.2"
-        name: Weight decay
-        inherit: previous                    # previous (default) | none | [ids]
-        grid: {optimizer.weight_decay: [0, 1.0e-4]}   # crossed: the cartesian product
-        zip: {batch_size: [16, 128], epochs: [10, 50]} # zipped: values vary together
-        sample: {optimizer.lr: {loguniform: [1.0e-5, 1.0e-1]}}
-        num_samples: 4                       # draws of `sample` per grid point
-        fixed: {model.dropout: 0.3}          # set for this section only, not carried on
-        epochs: 20                           # sets the `epochs` parameter
-        select: last_epoch                   # last_epoch | best_epoch
-        scheduler: fifo                      # fifo | asha | {asha: {grace_period, reduction_factor, brackets}}
-        early_stopping: {monitor: val_loss, mode: min, patience: 5, min_delta: 0}
-        max_failures: 1                      # retries of a crashed trial, from its last checkpoint
-        checkpoint_every: 1                  # epochs between checkpoints (default: see planning)
-        resources: {cpu: 1, gpu: 0.25}       # gpu: a fraction, whole GPUs, or auto
-        max_concurrent: 2
-
-``scheduler``, ``early_stopping``, ``max_failures`` and ``checkpoint_every`` may also be given at
-the top level, as the default of every section.
-
-Study names and section ids name directories (``results/<study>/sections/<id>/``), so they are
-:data:`SAFE_NAME`: ASCII letters, digits, ``.``, ``_`` and ``-``, not starting with ``.``. Every
-number anywhere in the file or a ``--set`` is finite (``config.finite_number``).
+The objects are ``expgrid.study_types`` (with the schema), the single-field checks
+``expgrid.study_checks``; both are imported here too, as the names the package reads studies by.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import re
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from expgrid import yamlfile
 from expgrid.config import check_values, finite_number, flatten, nest
 from expgrid.errors import ConfigError, OptionError, StudyFileError, Text
+from expgrid.study_checks import (
+    SAFE_NAME,
+    SAFE_NAME_RULE,
+    check_integer,
+    check_known_keys,
+    check_list,
+    check_mapping,
+    check_optional_positive,
+    check_safe_name,
+    check_string,
+    is_number,
+)
+from expgrid.study_types import EarlyStopping, Resources, Sampled, Scheduler, Section, Study
+
+__all__ = [
+    "SAFE_NAME",
+    "SAFE_NAME_RULE",
+    "EarlyStopping",
+    "Overrides",
+    "Resources",
+    "Sampled",
+    "Scheduler",
+    "Section",
+    "Study",
+    "is_number",
+    "load_study",
+    "parse_study",
+    "read_text",
+]
 
 MODES = ("max", "min")
 SELECTS = ("last_epoch", "best_epoch")
 SCHEDULERS = ("fifo", "asha")
 ASHA_KEYS = {"grace_period", "reduction_factor", "brackets"}
 SAMPLERS = {"loguniform": 2, "uniform": 2, "randint": 2, "choice": None}
-SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
-SAFE_NAME_RULE = "a name of ASCII letters, digits, '.', '_' and '-', not starting with '.', at most 100 long"
 MAX_FILE_BYTES = 10 * 2**20  # a study file is a few KiB; reading a huge one would just hang
-
-
-@dataclasses.dataclass(frozen=True)
-class Resources:
-    """What one trial reserves: CPUs (fractions allowed) and GPUs (a fraction, whole GPUs, or
-    ``"auto"``: measured by a short dry run, see ``cluster.packing``)."""
-
-    cpu: float = 1.0
-    gpu: float | str = 0.0
-
-    def as_ray(self) -> dict[str, float]:
-        if self.gpu == "auto":
-            raise ValueError("resolve gpu: auto (cluster.packing) before asking Ray for it")
-        return {"cpu": self.cpu, "gpu": float(self.gpu)}
-
-
-@dataclasses.dataclass(frozen=True)
-class Scheduler:
-    """``fifo`` runs every trial to its last epoch; ``asha`` cuts weak trials at rungs
-    (epochs grace_period · reduction_factorᵏ), comparing them by the study metric."""
-
-    kind: str = "fifo"
-    grace_period: int | None = None  # None: about max_t / 15, at least 1 (see cluster.ray_api)
-    reduction_factor: float = 3.0
-    brackets: int = 1
-
-
-@dataclasses.dataclass(frozen=True)
-class EarlyStopping:
-    """Stop a trial whose ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs."""
-
-    monitor: str
-    mode: str = "min"
-    patience: int = 5
-    min_delta: float = 0.0
-
-
-@dataclasses.dataclass(frozen=True)
-class Sampled:
-    """A parameter drawn at random: ``loguniform``/``uniform``/``randint`` [low, high] or ``choice``."""
-
-    kind: str
-    args: tuple[Any, ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class Section:
-    id: str
-    name: str
-    description: str = ""
-    grid: tuple[tuple[str, tuple[Any, ...]], ...] = ()
-    zip: tuple[tuple[str, tuple[Any, ...]], ...] = ()
-    sample: tuple[tuple[str, Sampled], ...] = ()
-    num_samples: int = 1
-    fixed: Mapping[str, Any] = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
-    inherit: str | tuple[str, ...] = "previous"
-    epochs: int | None = None
-    select: str = "last_epoch"
-    scheduler: Scheduler | None = None  # None: the study's
-    early_stopping: EarlyStopping | None = None  # None: the study's
-    max_failures: int | None = None  # None: the study's
-    checkpoint_every: int | None = None  # None: the study's, else planning.checkpoint_every
-    resources: Resources | None = None
-    max_concurrent: int | None = None
-
-    @property
-    def swept(self) -> tuple[str, ...]:
-        """The dotted names of the parameters this section varies."""
-        return tuple(k for k, _ in self.grid) + tuple(k for k, _ in self.zip) + tuple(k for k, _ in self.sample)
-
-    @property
-    def num_trials(self) -> int:
-        n = math.prod(len(v) for _, v in self.grid)
-        if self.zip:
-            n *= len(self.zip[0][1])
-        return n * self.num_samples
-
-
-@dataclasses.dataclass(frozen=True)
-class Study:
-    name: str
-    trainable: str
-    metric: str
-    mode: str
-    sections: tuple[Section, ...]
-    defaults: Mapping[str, Any]
-    description: str = ""
-    report: tuple[str, ...] = ()
-    seed: int = 0
-    resources: Resources = Resources()
-    max_concurrent: int | None = None
-    scheduler: Scheduler = Scheduler()
-    early_stopping: EarlyStopping | None = None
-    max_failures: int = 1
-    checkpoint_every: int | None = None
-    path: str = "<study>"
-    # The dotted keys --set (or --data-root) laid over `defaults`, and the option that set each:
-    # a value they make invalid is reported against the option, not the file.
-    overrides: Mapping[str, str] = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
-    # `expgrid run --smoke`, not a study-file key: each section runs its first two trials,
-    # with the trainable's smoke overrides (tiny inputs, one epoch) on all but the swept values,
-    # at one CPU and no GPU per process.
-    smoke: bool = False
-
-    # A section's own setting, else the study's.
-    def scheduler_of(self, section: Section) -> Scheduler:
-        return section.scheduler or self.scheduler
-
-    def early_stopping_of(self, section: Section) -> EarlyStopping | None:
-        return section.early_stopping or self.early_stopping
-
-    def max_failures_of(self, section: Section) -> int:
-        return self.max_failures if section.max_failures is None else section.max_failures
-
-    def checkpoint_every_of(self, section: Section) -> int | None:
-        return section.checkpoint_every or self.checkpoint_every
-
-    def resources_of(self, section: Section) -> Resources:
-        return section.resources or self.resources
-
-    def section(self, section_id: str) -> Section:
-        for s in self.sections:
-            if s.id == section_id:
-                return s
-        raise KeyError(section_id)
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading
 
 
 RUN_KEYS = {"scheduler", "early_stopping", "max_failures", "checkpoint_every", "resources", "max_concurrent"}
@@ -259,12 +120,12 @@ def parse_study(raw: Any, path: str = "<study>", overrides: Mapping[str, Any] | 
     check_values(dict(overrides or {}), "--set")
     if raw is None:
         raise ConfigError("", "a mapping at the top of the file (study, trainable, metric, sections, …)", Text("an empty file"))
-    _mapping(raw, "", "a mapping at the top of the file (study, trainable, metric, sections, …)")
-    _known_keys(raw, STUDY_KEYS, "")
+    check_mapping(raw, "", "a mapping at the top of the file (study, trainable, metric, sections, …)")
+    check_known_keys(raw, STUDY_KEYS, "")
     for key in ("study", "trainable", "metric", "sections"):
         if key not in raw:
             raise ConfigError(key, "this key to be present", None, show_got=False)
-    defaults = nest(_mapping(raw.get("defaults", {}), "defaults", "a mapping of parameter → value"), "defaults")
+    defaults = nest(check_mapping(raw.get("defaults", {}), "defaults", "a mapping of parameter → value"), "defaults")
     if overrides:
         from expgrid.config import merge
 
@@ -288,20 +149,20 @@ def parse_study(raw: Any, path: str = "<study>", overrides: Mapping[str, Any] | 
         sections.append(section)
     options = overrides.options if isinstance(overrides, Overrides) else {}
     return Study(
-        name=_safe_name(raw["study"], "study"),
-        description=_string(raw.get("description", ""), "description", allow_empty=True),
-        trainable=_string(raw["trainable"], "trainable"),
-        metric=_string(raw["metric"], "metric"),
+        name=check_safe_name(raw["study"], "study"),
+        description=check_string(raw.get("description", ""), "description", allow_empty=True),
+        trainable=check_string(raw["trainable"], "trainable"),
+        metric=check_string(raw["metric"], "metric"),
         mode=mode,
-        report=tuple(_string(m, f"report[{j}]") for j, m in enumerate(_list(raw.get("report", []), "report"))),
-        seed=_integer(raw.get("seed", 0), "seed"),
+        report=tuple(check_string(m, f"report[{j}]") for j, m in enumerate(check_list(raw.get("report", []), "report"))),
+        seed=check_integer(raw.get("seed", 0), "seed"),
         defaults=types.MappingProxyType(defaults),
         resources=_resources(raw.get("resources", {}), "resources"),
-        max_concurrent=_optional_positive(raw.get("max_concurrent"), "max_concurrent"),
+        max_concurrent=check_optional_positive(raw.get("max_concurrent"), "max_concurrent"),
         scheduler=_scheduler(raw.get("scheduler", "fifo"), "scheduler"),
         early_stopping=_early_stopping(raw["early_stopping"], "early_stopping") if "early_stopping" in raw else None,
-        max_failures=_integer(raw.get("max_failures", 1), "max_failures", minimum=0),
-        checkpoint_every=_optional_positive(raw.get("checkpoint_every"), "checkpoint_every"),
+        max_failures=check_integer(raw.get("max_failures", 1), "max_failures", minimum=0),
+        checkpoint_every=check_optional_positive(raw.get("checkpoint_every"), "checkpoint_every"),
         sections=tuple(sections),
         path=path,
         overrides=types.MappingProxyType({key: options.get(key, "--set") for key in overrides or {}}),
@@ -309,14 +170,14 @@ def parse_study(raw: Any, path: str = "<study>", overrides: Mapping[str, Any] | 
 
 
 def _section(raw: Any, field: str) -> Section:
-    _mapping(raw, field, "a mapping describing a section")
-    _known_keys(raw, SECTION_KEYS, field)
+    check_mapping(raw, field, "a mapping describing a section")
+    check_known_keys(raw, SECTION_KEYS, field)
     if "id" not in raw:
         raise ConfigError(f"{field}.id", "a section id such as \"3.1\"", None, show_got=False)
     sid = raw["id"]
     if isinstance(sid, bool) or isinstance(sid, float) or not isinstance(sid, (str, int)):
         raise ConfigError(f"{field}.id", 'a string such as "3.1" (quote it: YAML reads 3.1 as a number)', sid)
-    sid = _safe_name(str(sid), f"{field}.id")
+    sid = check_safe_name(str(sid), f"{field}.id")
     grid = _sweep(raw.get("grid", {}), f"{field}.grid")
     zipped = _sweep(raw.get("zip", {}), f"{field}.zip")
     if zipped:
@@ -328,12 +189,12 @@ def _section(raw: Any, field: str) -> Section:
     for name in names:
         if names.count(name) > 1:
             raise ConfigError(f"{field}", "each parameter swept once (in grid, zip or sample)", name)
-    num_samples = _integer(raw.get("num_samples", 1), f"{field}.num_samples", minimum=1)
+    num_samples = check_integer(raw.get("num_samples", 1), f"{field}.num_samples", minimum=1)
     if num_samples > 1 and not sample:
         raise ConfigError(f"{field}.num_samples", "`sample` parameters to draw (num_samples repeats draws)", num_samples)
     if not names:
         raise ConfigError(f"{field}", "at least one swept parameter in grid, zip or sample", None, show_got=False)
-    fixed = flatten(nest(_mapping(raw.get("fixed", {}), f"{field}.fixed", "a mapping"), f"{field}.fixed"))
+    fixed = flatten(nest(check_mapping(raw.get("fixed", {}), f"{field}.fixed", "a mapping"), f"{field}.fixed"))
     for name in fixed:
         if name in names:
             raise ConfigError(f"{field}.fixed.{name}", "a parameter the section does not also sweep", fixed[name])
@@ -348,27 +209,27 @@ def _section(raw: Any, field: str) -> Section:
     epochs = raw.get("epochs")
     return Section(
         id=sid,
-        name=_string(raw.get("name", f"Section {sid}"), f"{field}.name"),
-        description=_string(raw.get("description", ""), f"{field}.description", allow_empty=True),
+        name=check_string(raw.get("name", f"Section {sid}"), f"{field}.name"),
+        description=check_string(raw.get("description", ""), f"{field}.description", allow_empty=True),
         grid=grid,
         zip=zipped,
         sample=sample,
         num_samples=num_samples,
         fixed=types.MappingProxyType(fixed),
         inherit=inherit,
-        epochs=None if epochs is None else _integer(epochs, f"{field}.epochs", minimum=1),
+        epochs=None if epochs is None else check_integer(epochs, f"{field}.epochs", minimum=1),
         select=select,
         scheduler=_scheduler(raw["scheduler"], f"{field}.scheduler") if "scheduler" in raw else None,
         early_stopping=_early_stopping(raw["early_stopping"], f"{field}.early_stopping") if "early_stopping" in raw else None,
-        max_failures=_integer(raw["max_failures"], f"{field}.max_failures", minimum=0) if "max_failures" in raw else None,
-        checkpoint_every=_optional_positive(raw.get("checkpoint_every"), f"{field}.checkpoint_every"),
+        max_failures=check_integer(raw["max_failures"], f"{field}.max_failures", minimum=0) if "max_failures" in raw else None,
+        checkpoint_every=check_optional_positive(raw.get("checkpoint_every"), f"{field}.checkpoint_every"),
         resources=_resources(raw["resources"], f"{field}.resources") if "resources" in raw else None,
-        max_concurrent=_optional_positive(raw.get("max_concurrent"), f"{field}.max_concurrent"),
+        max_concurrent=check_optional_positive(raw.get("max_concurrent"), f"{field}.max_concurrent"),
     )
 
 
 def _sweep(raw: Any, field: str) -> tuple[tuple[str, tuple[Any, ...]], ...]:
-    _mapping(raw, field, "a mapping of parameter → list of values")
+    check_mapping(raw, field, "a mapping of parameter → list of values")
     out = []
     for name, values in flatten_sweep(raw, field).items():
         if not isinstance(values, list) or not values:
@@ -383,7 +244,7 @@ def flatten_sweep(raw: Mapping[str, Any], field: str) -> dict[str, Any]:
 
 
 def _samples(raw: Any, field: str) -> tuple[tuple[str, Sampled], ...]:
-    _mapping(raw, field, "a mapping of parameter → {loguniform|uniform|randint: [low, high]} or {choice: [...]}")
+    check_mapping(raw, field, "a mapping of parameter → {loguniform|uniform|randint: [low, high]} or {choice: [...]}")
     out = []
     # A sampler spec is itself a one-key mapping, so flatten to the level above it.
     for name, spec in _flatten_to_samplers(raw).items():
@@ -426,25 +287,25 @@ def _scheduler(raw: Any, field: str) -> Scheduler:
         raise ConfigError(field, f"one of {', '.join(SCHEDULERS)} or {{asha: {{grace_period: ..., reduction_factor: ...}}}}", raw)
     kind, options = next(iter(raw.items()))
     options = options or {}
-    _mapping(options, f"{field}.{kind}", "a mapping of scheduler options")
+    check_mapping(options, f"{field}.{kind}", "a mapping of scheduler options")
     if kind == "fifo" and options:
         raise ConfigError(f"{field}.fifo", "no options (fifo runs every trial to its last epoch)", options)
-    _known_keys(options, ASHA_KEYS, f"{field}.{kind}")
+    check_known_keys(options, ASHA_KEYS, f"{field}.{kind}")
     reduction = options.get("reduction_factor", 3)
     if not finite_number(reduction) or reduction <= 1:
         raise ConfigError(f"{field}.{kind}.reduction_factor", "a number > 1", reduction)
     grace = options.get("grace_period")
     return Scheduler(
         kind=kind,
-        grace_period=None if grace is None else _integer(grace, f"{field}.{kind}.grace_period", minimum=1),
+        grace_period=None if grace is None else check_integer(grace, f"{field}.{kind}.grace_period", minimum=1),
         reduction_factor=float(reduction),
-        brackets=_integer(options.get("brackets", 1), f"{field}.{kind}.brackets", minimum=1),
+        brackets=check_integer(options.get("brackets", 1), f"{field}.{kind}.brackets", minimum=1),
     )
 
 
 def _early_stopping(raw: Any, field: str) -> EarlyStopping:
-    _mapping(raw, field, "a mapping such as {monitor: val_loss, mode: min, patience: 5, min_delta: 0}")
-    _known_keys(raw, {"monitor", "mode", "patience", "min_delta"}, field)
+    check_mapping(raw, field, "a mapping such as {monitor: val_loss, mode: min, patience: 5, min_delta: 0}")
+    check_known_keys(raw, {"monitor", "mode", "patience", "min_delta"}, field)
     if "monitor" not in raw:
         raise ConfigError(f"{field}.monitor", "the metric to watch, e.g. val_loss", None, show_got=False)
     mode = raw.get("mode", "min")
@@ -454,16 +315,16 @@ def _early_stopping(raw: Any, field: str) -> EarlyStopping:
     if not finite_number(delta) or delta < 0:
         raise ConfigError(f"{field}.min_delta", "a number ≥ 0", delta)
     return EarlyStopping(
-        monitor=_string(raw["monitor"], f"{field}.monitor"),
+        monitor=check_string(raw["monitor"], f"{field}.monitor"),
         mode=mode,
-        patience=_integer(raw.get("patience", 5), f"{field}.patience", minimum=1),
+        patience=check_integer(raw.get("patience", 5), f"{field}.patience", minimum=1),
         min_delta=float(delta),
     )
 
 
 def _resources(raw: Any, field: str) -> Resources:
-    _mapping(raw, field, "a mapping such as {cpu: 1, gpu: 0.25}")
-    _known_keys(raw, {"cpu", "gpu"}, field)
+    check_mapping(raw, field, "a mapping such as {cpu: 1, gpu: 0.25}")
+    check_known_keys(raw, {"cpu", "gpu"}, field)
     cpu = raw.get("cpu", 1)
     gpu = raw.get("gpu", 0)
     if gpu == "auto":
@@ -478,60 +339,3 @@ def _resources(raw: Any, field: str) -> Resources:
     if cpu == 0:
         raise ConfigError(f"{field}.cpu", "a number > 0 (a trial needs some CPU)", cpu)
     return Resources(cpu=float(cpu), gpu=gpu if gpu == "auto" else float(gpu))
-
-
-# --- small checks: each names the field and says what it expected -------------------------
-
-
-def _mapping(value: Any, field: str, expected: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(field, expected, value)
-    return value
-
-
-def _list(value: Any, field: str) -> Sequence[Any]:
-    if not isinstance(value, list):
-        raise ConfigError(field, "a list", value)
-    return value
-
-
-def _known_keys(raw: Mapping[str, Any], allowed: set[str], field: str) -> None:
-    import difflib
-
-    for key in raw:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            where = f"{field}.{key}" if field else str(key)
-            raise ConfigError(where, f"a known key: one of {', '.join(sorted(allowed))}{hint}", key)
-
-
-def _string(value: Any, field: str, allow_empty: bool = False) -> str:
-    if not isinstance(value, str) or (not value and not allow_empty):
-        raise ConfigError(field, "a non-empty string" if not allow_empty else "a string", value)
-    return value
-
-
-def _safe_name(value: Any, field: str) -> str:
-    """A study name or section id: it names a directory, so nothing that climbs out of one."""
-    if not isinstance(value, str) or not SAFE_NAME.fullmatch(value):
-        raise ConfigError(field, SAFE_NAME_RULE, value)
-    return value
-
-
-def is_number(value: Any) -> bool:
-    """A real number, not a bool (YAML reads yes/no as booleans); NaN and ±inf included, as
-    metrics may be. Settings use ``config.finite_number``."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _integer(value: Any, field: str, minimum: int | None = None) -> int:
-    if not isinstance(value, int) or not finite_number(value):
-        raise ConfigError(field, "an integer", value)
-    if minimum is not None and value < minimum:
-        raise ConfigError(field, f"an integer ≥ {minimum}", value)
-    return value
-
-
-def _optional_positive(value: Any, field: str) -> int | None:
-    return None if value is None else _integer(value, field, minimum=1)

@@ -1,22 +1,11 @@
-"""What one trial does: the trainable registry and the built-in trainables.
+"""What one trial does: the built-in trainables ``classify``, ``reid`` and ``toy``.
 
-``list_trainables()`` names them; ``resolve_trainable(name_or_import_path)`` returns a spec.
+Each is found through an entry point of the group ``expgrid.trainables`` (pyproject.toml), which
+names its spec (``trainables.classification.spec:SPEC``, ``trainables.reid.spec:SPEC``,
+``trainables.toy:SPEC``), as a third-party package adds its own (``expgrid.trainable_lookup``).
+
+May import: the core (``expgrid``: its reporter for the trial protocol, errors, config helpers,
+registries, the spec type) and the libraries a trial needs (torch, torchvision, numpy). Never the
+driver side (``expgrid.runner``, ``expgrid.cli``, tracking) nor ``cluster``. Package ``__init__``
+modules import nothing, so loading a spec imports only what the spec module itself needs.
 """
-
-from trainables.registry import (
-    TRAINABLES,
-    TrainableSpec,
-    list_trainables,
-    register_trainable,
-    resolve_trainable,
-    trainable,
-)
-
-__all__ = [
-    "TRAINABLES",
-    "TrainableSpec",
-    "list_trainables",
-    "register_trainable",
-    "resolve_trainable",
-    "trainable",
-]

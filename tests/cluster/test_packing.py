@@ -6,7 +6,7 @@ from cluster import packing
 from cluster.packing import gpu_fraction, resolve, trials_per_gpu
 from expgrid.planning import TrialPlan
 from expgrid.study import Resources
-from trainables.registry import resolve_trainable
+from expgrid.trainable_lookup import resolve_trainable
 
 GiB = 2**30
 

@@ -15,7 +15,8 @@ from expgrid.planning import (
     sweep_points,
 )
 from expgrid.study import parse_study
-from trainables.registry import TrainableSpec, resolve_trainable
+from expgrid.trainable_lookup import resolve_trainable
+from expgrid.trainable_spec import TrainableSpec
 
 STUDY = {
     "study": "p",

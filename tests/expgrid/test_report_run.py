@@ -12,7 +12,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from expgrid.records import read_trials
-from expgrid.runner import RunOptions, prepare, print_summary, run_study
+from expgrid.runner import RunOptions, prepare, run_study
+from expgrid.wording import print_summary
 
 STUDY = """
 study: toy-reports

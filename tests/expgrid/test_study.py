@@ -174,7 +174,7 @@ def test_an_override_is_reported_against_the_option_that_gave_it(write_study):
 )  # fmt: skip
 def test_malformed_trainable_refs_are_study_file_errors(ref, message):
     from expgrid.errors import ConfigError
-    from trainables.registry import resolve_trainable
+    from expgrid.trainable_lookup import resolve_trainable
 
     with pytest.raises(ConfigError, match=message) as info:
         resolve_trainable(ref)

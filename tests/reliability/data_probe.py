@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 import expgrid
-from trainables.registry import TrainableSpec
+from expgrid.trainable_spec import TrainableSpec
 
 
 def make(mb, seed):

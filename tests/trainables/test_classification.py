@@ -15,10 +15,10 @@ from torch import nn
 from expgrid.config import merge
 from expgrid.errors import ConfigError, UnknownNameError
 from expgrid.reporter import LocalSession, active, run_locally
-from trainables.classification import ACTIVATIONS, DATASETS, MODELS, OPTIMIZERS
-from trainables.classification.data import load_dataset
-from trainables.classification.models import create_model, fast_forward, first_linear
-from trainables.classification.optim import Adam, create_optimizer, flat_parameters
+from expgrid.trainable_lookup import resolve_trainable
+from trainables.classification.data import DATASETS, load_dataset
+from trainables.classification.models import ACTIVATIONS, MODELS, create_model, fast_forward, first_linear
+from trainables.classification.optim import OPTIMIZERS, Adam, create_optimizer, flat_parameters
 from trainables.classification.train import (
     CLASSIFY_DEFAULTS,
     CLASSIFY_METRICS,
@@ -28,7 +28,6 @@ from trainables.classification.train import (
     dataset_key,
     load_data,
 )
-from trainables.registry import resolve_trainable
 
 FASHION_NPZ = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fashion_mnist_4443.npz"
 needs_fashion = pytest.mark.skipif(
@@ -54,7 +53,7 @@ def metrics_without_time(row: dict) -> dict:
 
 def test_classify_is_registered_with_its_metrics_and_data_loader():
     spec = resolve_trainable("classify")
-    assert spec.fn is classify and spec.metrics == CLASSIFY_METRICS and spec.takes_data
+    assert spec.function() is classify and spec.metrics == CLASSIFY_METRICS and spec.takes_data
     assert spec.ref == "trainables.classification.train:classify"
     assert dataset_key(config()) == dataset_key(config(epochs=3, optimizer={"lr": 0.5}))
     assert dataset_key(config()) != dataset_key(config(dataset={"seed": 1}))

@@ -16,9 +16,11 @@ import torch
 from expgrid.config import merge
 from expgrid.errors import ConfigError, UnknownNameError
 from expgrid.reporter import LocalSession, active, run_locally
-from trainables.registry import resolve_trainable
-from trainables.reid import AUGMENTATIONS, MODELS, OPTIMIZERS, SAMPLERS
+from expgrid.trainable_lookup import resolve_trainable
 from trainables.reid.metrics import evaluate_distances
+from trainables.reid.models import MODELS
+from trainables.reid.optim import OPTIMIZERS
+from trainables.reid.samplers import SAMPLERS
 from trainables.reid.synthetic import write_fake_veri
 from trainables.reid.train import (
     REID_DEFAULTS,
@@ -30,6 +32,7 @@ from trainables.reid.train import (
     load_data,
     reid,
 )
+from trainables.reid.transforms import AUGMENTATIONS
 
 REPO = Path(__file__).resolve().parents[2]
 EVAL_METRICS = ("mAP", "rank1", "rank5", "rank10", "rank20")
@@ -63,7 +66,7 @@ def without_time(row: dict) -> dict:
 
 def test_reid_is_registered_with_its_metrics_and_data_loader(fake_root):
     spec = resolve_trainable("reid")
-    assert spec.fn is reid and spec.metrics == REID_METRICS and spec.takes_data
+    assert spec.function() is reid and spec.metrics == REID_METRICS and spec.takes_data
     assert spec.ref == "trainables.reid.train:reid" and "mAP" in spec.metrics
     cfg = config(fake_root)
     assert dataset_key(cfg) == dataset_key(merge(cfg, {"epochs": 3, "model": {"name": "vgg16"}}))

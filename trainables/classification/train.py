@@ -105,7 +105,6 @@ from trainables.classification.optim import (
     flat_parameters,
 )
 from trainables.classification.schedules import SCHEDULER_DEFAULTS, check_scheduler, create_scheduler
-from trainables.registry import register_trainable
 
 CLASSIFY_DEFAULTS: dict[str, Any] = {
     "dataset": copy.deepcopy(DATASET_DEFAULTS),
@@ -272,16 +271,6 @@ def evaluate(
     return loss, correct, correct_k, torch.cat(predictions), torch.cat(targets)
 
 
-@register_trainable(
-    "classify",
-    defaults=CLASSIFY_DEFAULTS,
-    metrics=CLASSIFY_METRICS,
-    check=check_config,
-    data_key=dataset_key,
-    load_data=load_data,
-    check_data=check_data,
-    smoke=CLASSIFY_SMOKE,
-)
 def classify(config: dict[str, Any], data: Mapping[str, Any]) -> None:
     """Train ``config["model"]`` on ``data`` (from :func:`load_data`), reporting every epoch."""
     cfg = _full(config)

@@ -62,7 +62,6 @@ import expgrid.reporter as reporter
 from expgrid.config import merge
 from expgrid.errors import ConfigError
 from trainables.checks import require_int, require_mappings
-from trainables.registry import register_trainable
 from trainables.reid.data import DATASET_DEFAULTS, ImageSet, check_dataset, check_dataset_files, load_index
 from trainables.reid.losses import LOSS_DEFAULTS, batch_hard_triplet, cross_entropy
 from trainables.reid.metrics import RANKS, evaluate
@@ -189,16 +188,6 @@ def check_data(config: Mapping[str, Any]) -> None:
     check_dataset_files(_full(config)["dataset"])
 
 
-@register_trainable(
-    "reid",
-    defaults=REID_DEFAULTS,
-    metrics=REID_METRICS,
-    check=check_config,
-    data_key=dataset_key,
-    load_data=load_data,
-    check_data=check_data,
-    smoke=REID_SMOKE,
-)
 def reid(config: dict[str, Any], data: Mapping[str, Any]) -> None:
     """Train and evaluate on ``data`` (from :func:`load_data`), on ``workers`` ranks."""
     # On `workers` Ray Train processes inside a Ray trial; in this process otherwise.

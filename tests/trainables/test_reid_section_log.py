@@ -1,9 +1,10 @@
-"""Section log files: names from section ids, and what a trial's block holds."""
+"""The coursework's section log files: names from section ids (the core's), what a trial's block holds (reid's hook)."""
 
 from __future__ import annotations
 
-from expgrid.logfiles import SectionLog, log_name
+from expgrid.logfiles import log_name, log_path
 from expgrid.records import TrialRecord
+from trainables.reid.section_log import SectionLog
 
 
 def test_log_names_follow_section_and_question():
@@ -14,7 +15,7 @@ def test_log_names_follow_section_and_question():
 
 
 def test_a_trial_block_holds_config_epochs_and_test_results(tmp_path):
-    log = SectionLog(tmp_path, "reid", "3.1", "Learning rate", "mAP", "max")
+    log = SectionLog(log_path(tmp_path, "3.1"), "reid", "3.1", "Learning rate", "mAP", "max")
     trial = TrialRecord(
         index=2, swept={"optimizer.lr": 0.0001}, config={"epochs": 2, "optimizer": {"lr": 0.0001}},
         status="completed", started=100.0, ended=112.5,

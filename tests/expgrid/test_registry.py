@@ -1,8 +1,9 @@
+"""The name → object registry every pluggable kind of thing uses (datasets, models, optimizers)."""
+
 import pytest
 
 from expgrid.errors import UnknownNameError
 from expgrid.registry import Registry
-from trainables.registry import list_trainables, resolve_trainable
 
 
 def test_registry_rejects_duplicates_and_suggests_close_names():
@@ -15,11 +16,3 @@ def test_registry_rejects_duplicates_and_suggests_close_names():
         reg.get("resnet5")
     assert "did you mean resnet50" in str(info.value) and "one of resnet18, resnet50" in str(info.value)
     assert reg.names("resnet5*") == ["resnet50"]
-
-
-def test_builtin_trainables_are_listed_and_resolve():
-    assert {"classify", "toy"} <= set(list_trainables())
-    spec = resolve_trainable("toy")
-    assert spec.ref == "trainables.toy:toy" and "score" in spec.metrics
-    with pytest.raises(UnknownNameError, match="did you mean classify"):
-        resolve_trainable("clasify")
