@@ -22,3 +22,11 @@ def test_the_demo_command_runs_the_embedded_demo():
     demo = _commands()[0]
     assert "pip install" in demo and "expgrid run digits_demo" in demo
     assert (REPO / "search_spaces" / "digits_demo.yaml").exists()
+
+
+def test_both_commands_install_the_versions_ci_tested():
+    """The README's commands (and so CI) install the exact versions of constraints.txt."""
+    for command in _commands()[:2]:
+        pip_install = command.split("&&")[1]
+        assert "pip install" in pip_install and " -c constraints.txt " in f"{pip_install} ", command
+    assert (REPO / "constraints.txt").is_file()
