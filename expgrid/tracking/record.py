@@ -21,12 +21,11 @@ from typing import Any
 from expgrid import records
 from expgrid.config import flatten
 from expgrid.logfiles import log_path
-from expgrid.mlflow_ledger import Ledger
-from expgrid.mlflow_store import artifact_text, epoch_points, params_of
 from expgrid.records import TrialRecord
 from expgrid.stopping import MLFLOW_STATUS
 from expgrid.study import is_number
-from expgrid.tracking import trial_run_name
+from expgrid.tracking.layout import artifact_text, epoch_points, params_of, trial_run_name
+from expgrid.tracking.ledger import Ledger
 
 
 @dataclasses.dataclass
