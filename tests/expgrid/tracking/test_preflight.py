@@ -1,4 +1,4 @@
-"""Preflight: an unreachable server stops a study before anything runs (Ray not even imported)."""
+"""Preflight: an unreachable server stops a study before anything runs (neither Ray nor MLflow imported)."""
 
 from __future__ import annotations
 
@@ -38,13 +38,15 @@ def test_an_unreachable_server_stops_the_run_before_ray_starts(tmp_path):
     uri = f"http://127.0.0.1:{_closed_port()}"
     proc = subprocess.run(
         [sys.executable, "-c", "import sys; from expgrid.cli import main; code = main(sys.argv[1:]); "
-         "print('ray imported' if 'ray' in sys.modules else 'ray not imported'); sys.exit(code)",
+         "print('ray imported' if 'ray' in sys.modules else 'ray not imported'); "
+         "print('mlflow imported' if 'mlflow' in sys.modules else 'mlflow not imported'); sys.exit(code)",
          "run", str(study), "--results", str(tmp_path / "r"), "--tracking-uri", uri],
         capture_output=True, text=True, timeout=120, env={**os.environ, "MLFLOW_TRACKING_URI": ""},
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr
     assert f"MLflow tracking server {uri} does not answer" in proc.stderr
     assert "ray not imported" in proc.stdout
+    assert "mlflow not imported" in proc.stdout  # the driver's side of tracking needs no MLflow
     assert not (tmp_path / "r" / "tune").exists()
 
 
