@@ -439,7 +439,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from expgrid.mlflow_sync import SyncFailed, sync
+    from expgrid.tracking.sync import SyncFailed, sync
 
     results = args.results.resolve()
     try:

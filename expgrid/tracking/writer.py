@@ -1,5 +1,5 @@
-"""The MLflow writer process a :class:`expgrid.tracking.Tracker` starts:
-``python -m expgrid.mlflow_writer DRIVER_PID REPLY_FD``.
+"""The MLflow writer process a :class:`expgrid.tracking.Tracker` starts (through
+:mod:`expgrid.tracking.channel`): ``python -m expgrid.tracking.writer DRIVER_PID REPLY_FD``.
 
 It reads calls (pickled tuples) from stdin and turns them into MLflow writes; it answers on
 ``REPLY_FD`` with the run ids it created (``("runs", {key: id})``, as they come) and its state
@@ -10,12 +10,15 @@ driver, which then ends the study and lets this process finish its writes. It ex
 driver is gone (it polls its parent's PID).
 
 Failures stay bounded. Every HTTP call is bounded by the driver's settings of MLflow's retry
-variables (``expgrid.mlflow_store.HTTP_BOUNDS``). A call that fails is followed by a health check
+variables (``expgrid.tracking.server.HTTP_BOUNDS``). A call that fails is followed by a health check
 of the store; a store that does not answer stops the mirror for the rest of the run: every later
 call is only counted — which runs lack data, how many metric points and artifacts were not
 written — so that the study's end costs nothing more and can say exactly what
 ``expgrid sync`` will have to add. Once the driver gives it a deadline (the study's end waits at
 most ``tracking.MIRROR_WAIT``), the same happens to whatever is still queued when it passes.
+
+MLflow is imported inside the functions that call it, as everywhere in the core (which imports
+no MLflow at module level); this process pays for the import when it opens the store.
 """
 
 from __future__ import annotations
@@ -32,25 +35,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from expgrid.mlflow_store import (
-    PARENT_TAG,
-    SUPERSEDED_TAG,
-    _on_local_disk,
-    _params,
-    _write_ahead_log,
-    artifact_text,
-    experiment_id,
-    fold_write_ahead_log,
-    is_http,
-    live_run,
-    log_file,
-    log_run_data,
-    params_of,
-    point_key,
-    seed_sqlite_store,
-    server_answers,
-)
 from expgrid.study import is_number
+from expgrid.tracking.batches import log_file, log_run_data, param_entities
+from expgrid.tracking.layout import PARENT_TAG, SUPERSEDED_TAG, artifact_text, params_of, point_key
+from expgrid.tracking.server import is_http, server_answers
+from expgrid.tracking.store import experiment_id, live_run, seed_sqlite_store, use_write_ahead_log
 
 _IDS_EVERY = 1.0  # seconds: new run ids reach the driver's ledger at least this often while busy
 _MAX_ERRORS = 20  # error messages kept (the counts cover every failure)
@@ -63,7 +52,7 @@ def serve(parent: int, reply_fd: int) -> None:
     when stdin ends (after a last state reply) or when the driver is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # besides its own session: a SIGINT sent to it alone
     calls: queue.Queue[Any] = queue.Queue()
-    writer = _Writer()
+    writer = Writer()
 
     def read() -> None:
         while True:
@@ -95,7 +84,6 @@ def serve(parent: int, reply_fd: int) -> None:
             replies.send("final", writer.state())
             # Every write is committed. Exit without interpreter teardown: the stdin reader
             # thread may be blocked in a read, and MLflow's exit hooks would only cost time.
-            writer.close()
             os._exit(0)
         method, args = call
         if method == "flush":
@@ -130,7 +118,7 @@ class _StoreDown(Exception):
     """The store stopped answering: the rest of the run is only counted."""
 
 
-class _Writer:
+class Writer:
     """The MLflow calls behind :class:`expgrid.tracking.Tracker`, and the count of what could not
     be written."""
 
@@ -145,7 +133,6 @@ class _Writer:
         # Resumed trials: (metric, step) → the value their run holds, so that epochs reported
         # again with the same values are not logged twice.
         self._known: dict[tuple[str, int], dict[tuple[str, int], Any]] = {}
-        self._wal_path: Path | None = None
         self.uri = ""
         self.errors: list[str] = []
         self.opened = False
@@ -258,10 +245,9 @@ class _Writer:
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "creating tables" chatter
         self.uri = uri
         try:
-            seed_sqlite_store(uri, artifact_root)
-            if uri.startswith("sqlite:///") and _on_local_disk(Path(uri[len("sqlite:///"):])):
-                self._wal_path = Path(uri[len("sqlite:///"):])
-                _write_ahead_log(self._wal_path)
+            seed_sqlite_store(uri)
+            # On the file, before MLflow opens it; the Tracker folds it back once this process has exited.
+            use_write_ahead_log(uri)
             self.client = MlflowClient(uri)
             self.experiment_id = experiment_id(self.client, experiment, uri, artifact_root)
         except Exception as e:
@@ -280,7 +266,7 @@ class _Writer:
         tags = {"expgrid.kind": "study"}
         run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
         self._record("study", run_id)
-        log_run_data(self.client, run_id, params=_params(params))
+        log_run_data(self.client, run_id, params=param_entities(params))
 
     def start_section(self, section_id: str, name: str, params: Mapping[str, Any], recorded: str | None) -> None:
         """Reopen the section's run of an earlier attempt that never ended (a driver killed or
@@ -292,7 +278,7 @@ class _Writer:
                 and earlier.data.tags.get(PARENT_TAG) == self._runs["study"] and _agree(earlier.data.params, wanted)):  # fmt: skip
             self.client.update_run(recorded, status="RUNNING")
             self._record(section_id, recorded)
-            self._log_missing_params(recorded, earlier.data.params, wanted)
+            self._log_missingparam_entities(recorded, earlier.data.params, wanted)
             return
         run = self.client.create_run(
             self.experiment_id,
@@ -305,7 +291,7 @@ class _Writer:
             },
         )
         self._record(section_id, run.info.run_id)
-        log_run_data(self.client, run.info.run_id, params=_params(params))
+        log_run_data(self.client, run.info.run_id, params=param_entities(params))
         if earlier is not None:
             self._supersede(earlier)
 
@@ -328,7 +314,7 @@ class _Writer:
                 and _agree(earlier.data.params, wanted):  # fmt: skip
             self.client.update_run(recorded, status="RUNNING")
             self._record(key, recorded)
-            self._log_missing_params(recorded, earlier.data.params, wanted)
+            self._log_missingparam_entities(recorded, earlier.data.params, wanted)
             for metric in {k for _, values in history for k, _ in values}:
                 have.update((metric, *point_key(m.step, m.value)) for m in self.client.get_metric_history(recorded, metric))
         else:
@@ -367,7 +353,7 @@ class _Writer:
         if key in self._unopened:
             config = self._unopened[key][1]
             run_id = self._create_trial_run(key, {})
-            log_run_data(self.client, run_id, params=_params(config))
+            log_run_data(self.client, run_id, params=param_entities(config))
         return self._runs[key]
 
     def log_epoch(self, section_id: str, index: int, step: int, when: int, values: list[tuple[str, float]]) -> None:
@@ -392,7 +378,7 @@ class _Writer:
         if key in self._unopened:
             config = self._unopened[key][1]
             run_id = self._create_trial_run(key, tags)
-            log_run_data(self.client, run_id, params=_params(config), metrics=metrics)
+            log_run_data(self.client, run_id, params=param_entities(config), metrics=metrics)
         else:
             run_id = self._runs[key]
             log_run_data(self.client, run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
@@ -460,16 +446,12 @@ class _Writer:
         except _StoreDown:
             pass
 
-    def close(self) -> None:
-        if self._wal_path is not None and self.opened:
-            fold_write_ahead_log(self.client, self._wal_path)
-
     # --- helpers --------------------------------------------------------------------------------
 
     def _live_run(self, run_id: str | None) -> Any | None:
         return live_run(self.client, run_id, self.experiment_id)
 
-    def _log_missing_params(self, run_id: str, have: Mapping[str, str], wanted: Mapping[str, str]) -> None:
+    def _log_missingparam_entities(self, run_id: str, have: Mapping[str, str], wanted: Mapping[str, str]) -> None:
         from mlflow.entities import Param
 
         missing = [Param(k, v) for k, v in wanted.items() if k not in have]

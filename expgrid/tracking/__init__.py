@@ -1,49 +1,44 @@
 """MLflow tracking: study → section → trial nested runs, written from the driver only.
 
 Trials never talk to MLflow: their reports reach the driver through Tune, and one writer
-process (``expgrid.mlflow_writer``) turns them into MLflow calls, merging queued per-epoch
+process (:mod:`expgrid.tracking.writer`) turns them into MLflow calls, merging queued per-epoch
 metrics into few ``log_batch`` calls. So the tracking server only has to be reachable from the
 driver, trials do not wait on it, and a slow or dead server does not slow a section down.
+Which run holds what is kept in ``<results>/mlflow.json`` (:mod:`expgrid.tracking.ledger`);
+``expgrid sync`` (:mod:`expgrid.tracking.sync`) makes a store equal to a results directory.
 
-Layout in MLflow: one experiment per study (named after it); a study run (artifacts
-``summary.json`` and, under ``report/``, the summary and ``trials.parquet``); under it a run per
-section (tags ``expgrid.section_id`` / ``expgrid.section_name``; params: the section's fixed
-config; metric ``best_<metric>``; artifacts ``best_config.json`` and, under ``report/``, the
-section's table and plots); under each section a run per trial (params: its full config,
-dotted; metrics per epoch with step = epoch; FAILED when the trial failed). Nesting uses
-MLflow's ``mlflow.parentRunId`` tag, which the UI shows as a tree. Which run holds what is
-kept in ``<results>/mlflow.json`` (``expgrid.mlflow_ledger``).
+The modules, one concept each: ``preflight`` (is the store usable, before Ray starts),
+``server`` (a server's health, bounded HTTP retries), ``layout`` (run names, tags, params,
+metric points), ``batches`` (MLflow's per-call limits), ``store`` (seeding, the experiment,
+SQLite's write-ahead log), ``mounts`` (local or network disk), ``channel`` (the driver's end of
+the writer process), ``writer`` (the writer process), ``mirror`` (how the mirror ended),
+``ledger``, ``record`` (what each run must hold) and ``sync``.
+
+May import: the core (``expgrid.*``), never ``cluster`` or ``trainables``. MLflow only inside
+functions of ``store``, ``batches``, ``writer`` and ``sync``: the driver imports this package
+and must not pay for MLflow (nor run its store code) on its own core.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import pickle
 import queue
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from expgrid.mlflow_ledger import Ledger
-from expgrid.mlflow_store import (  # noqa: F401  (re-exported: the store helpers used to live here)
-    PARENT_TAG,
-    _cache_dir,
-    _params,
-    bounded_http_env,
-    epoch_points,
-    is_http,
-    log_run_data,
-    longest_call,
-    seed_sqlite_store,
-    server_answers,
-)
+from expgrid.tracking.channel import WriterProcess
+from expgrid.tracking.layout import epoch_points, trial_run_name
+from expgrid.tracking.ledger import Ledger
+from expgrid.tracking.mirror import MirrorReport
+from expgrid.tracking.preflight import preflight
+from expgrid.tracking.server import bounded_http_env, is_http, longest_call
+from expgrid.tracking.store import fold_write_ahead_log, sqlite_path
+
+__all__ = ["MIRROR_WAIT", "MirrorReport", "Tracker", "default_tracking_uri", "preflight", "trial_run_name"]
 
 # The longest the study's end waits for the MLflow mirror (seconds). What is not written by
 # then is counted and printed with the `expgrid sync` command that adds it.
@@ -53,84 +48,6 @@ MIRROR_WAIT = 60.0
 def default_tracking_uri(results_dir: Path) -> str:
     """A SQLite store beside the results (MLflow 3 refuses new file stores by default)."""
     return f"sqlite:///{(results_dir / 'mlflow.db').resolve()}"
-
-
-def preflight(uri: str, timeout: float = 5.0) -> None:
-    """Fail at once, naming the URI, when a tracking server does not answer (checked before Ray
-    starts, so nothing runs). Opening the store itself happens later, in the background."""
-    import urllib.request
-
-    from expgrid.errors import StudyFailed
-
-    if is_http(uri):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as reply:
-                reply.read()
-        except (OSError, ValueError) as e:
-            raise StudyFailed(
-                f"MLflow tracking server {uri} does not answer ({e}). Start it, or leave out "
-                "--tracking-uri / MLFLOW_TRACKING_URI to track into the results folder."
-            ) from None
-    elif uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=folder):
-                pass
-        except OSError as e:
-            raise StudyFailed(f"MLflow tracking store {uri} cannot be written: {e}") from None
-
-
-def trial_run_name(section_id: str, index: int, swept: Mapping[str, Any]) -> str:
-    """A trial run's name: ``<section>/<index> <swept values>`` (what the UI lists)."""
-
-    def short(value: Any) -> str:
-        return f"{value:g}" if isinstance(value, float) else json.dumps(value) if isinstance(value, list) else str(value)
-
-    return (f"{section_id}/{index} " + " ".join(f"{k}={short(v)}" for k, v in swept.items()))[:250]
-
-
-@dataclasses.dataclass
-class MirrorReport:
-    """How the MLflow mirror of a run ended (:meth:`Tracker.finish`)."""
-
-    uri: str
-    study_run_id: str | None
-    complete: bool
-    why: str | None = None  # what stopped it (the store unreachable, the deadline, the writer lost)
-    runs: dict[str, int] = dataclasses.field(default_factory=dict)  # kind → runs lacking data
-    points: int = 0  # metric points not written
-    artifacts: int = 0  # artifacts not written
-    errors: list[str] = dataclasses.field(default_factory=list)
-    counted: bool = True  # False: the writer did not say what it had written
-
-    def warning(self, results: Path) -> list[str]:
-        """The lines to print at the study's end: none when the mirror is complete (but for a
-        problem with the ledger, which only costs `expgrid sync` its shortcut)."""
-        if self.complete:
-            return [f"warning: MLflow: {error}" for error in self.errors[:1]]
-        if self.counted:
-            runs = _and([_count(n, f"{kind} run") for kind, n in self.runs.items() if n]) or "no run"
-            lost = _and([_count(n, what) for n, what in ((self.points, "metric point"), (self.artifacts, "artifact")) if n])
-            verb = "lacks" if runs.startswith("1 ") and " and " not in runs else "lack"
-            head = f"MLflow mirror incomplete: {runs} {verb} data" + (f": {lost} not written" if lost else "")
-        else:
-            head = "MLflow mirror incomplete: what it lacks is unknown"
-        reasons = [self.why] if self.why else []
-        if self.errors and not self.why:
-            reasons.append(f"{len(self.errors)} failed call{'s' * (len(self.errors) != 1)}, the first: {self.errors[0]}")
-        lines = [f"{head} ({'; '.join(reasons)})." if reasons else f"{head}."]
-        lines.append("The results directory holds everything; once the store answers, complete the mirror with:")
-        lines.append(f"  expgrid sync {results} --tracking-uri {self.uri}")
-        return lines
-
-
-def _count(n: int, what: str) -> str:
-    return f"{n} {what}{'s' * (n != 1)}"
-
-
-def _and(items: list[str]) -> str:
-    return ", ".join(items[:-1]) + (" and " if len(items) > 1 else "") + (items[-1] if items else "")
 
 
 class Tracker:
@@ -162,62 +79,16 @@ class Tracker:
         self._closed = False
         self._report: MirrorReport | None = None
         self._ledger_error: str | None = None
-        # A fresh interpreter (``python -m expgrid.mlflow_writer``), not multiprocessing: spawn
-        # would re-run the caller's main script in the child, fork would copy Ray's threads.
-        # Its own session: the terminal's Ctrl-C goes to the driver's process group, not to it.
-        # Calls go down its stdin through a feeder thread (so the driver never blocks on a full
-        # pipe); replies come back on a pipe of their own, read by a thread (so the writer
-        # never blocks on it either).
-        read_replies, write_replies = os.pipe()
         env = bounded_http_env({**os.environ, "PYTHONPATH": os.pathsep.join(p or "." for p in sys.path)})
         self._longest_call = longest_call(env) if is_http(tracking_uri) else 10.0
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "expgrid.mlflow_writer", str(os.getpid()), str(write_replies)],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, pass_fds=(write_replies,), env=env,
-            start_new_session=True,
-        )  # fmt: skip
-        os.close(write_replies)
-        self._replies = os.fdopen(read_replies, "rb")
-        self._answers: queue.Queue[Any] = queue.Queue()
-        threading.Thread(target=self._read_replies, name="expgrid-mlflow-replies", daemon=True).start()
-        self._outbox: queue.Queue[Any] = queue.Queue()
-        self._feeder = threading.Thread(target=self._feed, name="expgrid-mlflow-feeder", daemon=True)
-        self._feeder.start()
+        self.writer = WriterProcess(env, on_runs=self._remember)
         # Opening (or creating) the store takes seconds; it happens in the writer while the
         # caller goes on (e.g. starts Ray).
         self._call("open", tracking_uri, experiment, artifact_root)
 
     @property
     def writer_pid(self) -> int:
-        return self._process.pid
-
-    def _feed(self) -> None:
-        stdin = self._process.stdin
-        assert stdin is not None
-        while True:
-            call = self._outbox.get()
-            try:
-                pickle.dump(call, stdin, protocol=pickle.HIGHEST_PROTOCOL)
-                if self._outbox.empty():
-                    stdin.flush()
-            except (BrokenPipeError, OSError):
-                return  # the writer is gone; finish() reports it
-            if call is None:
-                stdin.close()
-                return
-
-    def _read_replies(self) -> None:
-        while True:
-            try:
-                kind, payload = pickle.load(self._replies)
-            except (EOFError, OSError, pickle.UnpicklingError, ValueError):
-                self._replies.close()  # here: closing it from another thread would wait for this read
-                self._answers.put(None)  # the writer has ended
-                return
-            if kind == "runs":
-                self._remember(payload)
-            else:
-                self._answers.put((kind, payload))
+        return self.writer.pid
 
     def _remember(self, ids: dict[Any, str]) -> None:
         if self.ledger is None:
@@ -230,12 +101,12 @@ class Tracker:
 
     def _call(self, method: str, *args: Any) -> None:
         if not self._closed:
-            self._outbox.put((method, args))
+            self.writer.send((method, args))
 
     def _recorded(self, key: Any) -> str | None:
         return self.ledger.run_id(self.uri, key) if self.ledger is not None else None
 
-    # --- runs (each queued; see mlflow_writer._Writer for what they do) ------------------------
+    # --- runs (each queued; see writer.Writer for what they do) --------------------------------
 
     def start_study(self, name: str, params: Mapping[str, Any], run_id: str | None = None) -> None:
         """Create the study run, or reopen ``run_id`` (or the one the ledger has for this store)
@@ -296,11 +167,11 @@ class Tracker:
         ``timeout`` seconds. Returns whether it answered."""
         if self._closed:
             return False
-        self._outbox.put(("flush", ()))
+        self.writer.send(("flush", ()))
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             try:
-                answer = self._answers.get(timeout=left)
+                answer = self.writer.answers.get(timeout=left)
             except queue.Empty:
                 return False
             if answer is None:
@@ -326,11 +197,11 @@ class Tracker:
             # The writer stops starting calls early enough that the one under way ends in time
             # (with the default bounds: after 24 s of the 60).
             stop_after = max(wait - self._longest_call - 2.0, 0.0)
-            self._outbox.put(("deadline", (stop_after, f"not written within the {wait:g} s the study's end waits for it")))
-            self._outbox.put(None)
+            self.writer.send(("deadline", (stop_after, f"not written within the {wait:g} s the study's end waits for it")))
+            self.writer.send(None)
             while (left := started + wait - time.monotonic()) > 0:
                 try:
-                    answer = self._answers.get(timeout=left)
+                    answer = self.writer.answers.get(timeout=left)
                 except queue.Empty:
                     break
                 if answer is None:
@@ -340,10 +211,13 @@ class Tracker:
                     break
         why = None
         if final is None:
-            code = self._process.poll()
+            code = self.writer.poll()
             why = (f"the MLflow writer did not finish within {wait:g} s and was stopped" if code is None
                    else f"the MLflow writer process ended (exit code {code})")  # fmt: skip
-        self._end_process(grace=5.0 if final is not None else 0.0)
+        self.writer.end(grace=5.0 if final is not None else 0.0)
+        database = sqlite_path(self.uri)
+        if database is not None and database.exists():
+            fold_write_ahead_log(database)  # the writer has exited: its connections are closed
         if self.ledger is not None:
             self._remember({})  # the study params, and ids read since the last save
         self._report = self._report_from(final, why)
@@ -352,13 +226,6 @@ class Tracker:
 
     def close(self) -> None:
         self.finish()
-
-    def _end_process(self, grace: float) -> None:
-        try:
-            self._process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
 
     def _report_from(self, final: dict[str, Any] | None, why: str | None) -> MirrorReport:
         recorded = self._recorded("study")
@@ -375,6 +242,6 @@ class Tracker:
 
     def _lost(self) -> None:
         self._closed = True
-        code = self._process.poll()
+        code = self.writer.poll()
         self.errors.append(f"the MLflow writer process ended (exit code {code}); "
                            "`expgrid sync RESULTS_DIR` uploads what is missing")  # fmt: skip

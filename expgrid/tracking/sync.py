@@ -2,7 +2,7 @@
 
 The results directory is the record of a run; MLflow is its mirror. When the tracking server
 was unreachable for part of a run, or the results are to be seen in another store, sync brings
-the store to exactly what the results hold (``expgrid.mlflow_record``): every study, section
+the store to exactly what the results hold (:mod:`expgrid.tracking.record`): every study, section
 and trial run with its status, params, tags, every metric point (step by step, value by value)
 and every artifact. Runs already there are repaired in place: a RUNNING run gets its recorded
 status, missing points, params, tags and artifacts are added (an artifact counts as there when
@@ -33,21 +33,12 @@ from typing import Any
 from expgrid import records
 from expgrid.errors import ExpgridError, ResultsError
 from expgrid.locking import hold
-from expgrid.mlflow_ledger import Ledger, store_key
-from expgrid.mlflow_record import RunRecord, study_record
-from expgrid.mlflow_store import (
-    PARENT_TAG,
-    SUPERSEDED_TAG,
-    bounded_http_env,
-    experiment_id,
-    is_http,
-    live_run,
-    log_file,
-    log_run_data,
-    point_key,
-    seed_sqlite_store,
-    server_answers,
-)
+from expgrid.tracking.batches import log_file, log_run_data
+from expgrid.tracking.layout import PARENT_TAG, SUPERSEDED_TAG, point_key
+from expgrid.tracking.ledger import Ledger, store_key
+from expgrid.tracking.record import RunRecord, study_record
+from expgrid.tracking.server import bounded_http_env, is_http, server_answers
+from expgrid.tracking.store import experiment_id, live_run, seed_sqlite_store
 
 _PAGE = 1000
 
@@ -128,7 +119,7 @@ class _Mirror:
         from mlflow.tracking import MlflowClient
 
         self.results, self.uri, self.state, self.ledger = results, uri, state, ledger
-        seed_sqlite_store(uri, results / "mlartifacts")
+        seed_sqlite_store(uri)
         self.client = MlflowClient(uri)
         self.counts = SyncCounts()
         self.experiment_id = ""

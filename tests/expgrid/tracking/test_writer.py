@@ -1,7 +1,6 @@
-"""The MLflow writer process's store work (``expgrid.mlflow_writer._Writer``), on a real SQLite store:
-a trial's run written at its end holds what a run written while it ran holds; a run's data goes
-in batches within MLflow's limits; the store's write-ahead log is folded back at the end; a
-resumed trial's run ends with every epoch once. And the process (through ``Tracker``): it does
+"""The MLflow writer process's store work (``expgrid.tracking.writer.Writer``), on a real SQLite store:
+a trial's run written at its end holds what a run written while it ran holds; a resumed trial's
+run ends with every epoch once. And the process (through ``Tracker``): it does
 not get the terminal's Ctrl-C, it exits when the driver dies, and a server that is gone or never
 answers costs a bounded wait and a count of what was not written."""
 
@@ -9,34 +8,29 @@ from __future__ import annotations
 
 import json
 import socket
-import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
-from contextlib import closing
 from pathlib import Path
 
 import psutil
-import pytest
-from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from expgrid.cli import main
-from expgrid.mlflow_store import _on_local_disk, bounded_http_env, log_run_data, longest_call
-from expgrid.mlflow_writer import _Writer
 from expgrid.tracking import MIRROR_WAIT, Tracker
+from expgrid.tracking.writer import Writer
 
 
-def _writer(tmp_path: Path) -> _Writer:
-    writer = _Writer()
+def _writer(tmp_path: Path) -> Writer:
+    writer = Writer()
     writer.open(f"sqlite:///{tmp_path / 'mlflow.db'}", "study", tmp_path / "art")
     writer.start_study("study", {"seed": 0}, None)
     writer.start_section("a", "lr", {"epochs": 2}, None)
     return writer
 
 
-def _trial(writer: _Writer, index: int, idle: bool) -> None:
+def _trial(writer: Writer, index: int, idle: bool) -> None:
     """The calls the driver makes for one trial; ``idle``: the writer catches up between them
     (a slow trial), else they queue up and the run is only created at the trial's end."""
     writer.start_trial("a", index, f"a/{index} lr={index}", {"lr": index, "optimizer": {"name": "sgd"}}, {},
@@ -78,46 +72,6 @@ def test_a_running_trial_shows_in_the_store_once_the_writer_is_idle(tmp_path):
     assert (run.info.status, run.info.start_time, run.data.params) == ("RUNNING", 5_000, {"lr": "0.1"})
 
 
-def test_run_data_goes_in_batches_within_mlflows_limits(tmp_path):
-    writer = _writer(tmp_path)
-    run_id = writer.client.create_run(writer.experiment_id).info.run_id
-    params = [Param(f"p{i}", str(i)) for i in range(250)]
-    tags = [RunTag(f"t{i}", str(i)) for i in range(150)]
-    metrics = [Metric("m", float(i), 0, i) for i in range(2500)]
-    log_run_data(writer.client, run_id, params=params, metrics=metrics, tags=tags)  # MLflow refuses bigger batches
-    run = writer.client.get_run(run_id)
-    assert len(run.data.params) == 250
-    assert sum(k.startswith("t") for k in run.data.tags) == 150
-    assert len(writer.client.get_metric_history(run_id, "m")) == 2500
-
-
-def test_the_write_ahead_log_is_used_while_writing_and_folded_back_at_the_end(tmp_path):
-    if not _on_local_disk(tmp_path):
-        pytest.skip("the temporary directory is not on a local disk here")
-    writer = _writer(tmp_path)
-    _trial(writer, 1, idle=False)
-    database = tmp_path / "mlflow.db"
-    with closing(sqlite3.connect(database)) as db:
-        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    writer.close()
-    assert not (tmp_path / "mlflow.db-wal").exists()
-    with closing(sqlite3.connect(database)) as db:  # the file alone holds everything
-        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
-        assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 3  # study, section, trial
-
-
-def test_only_local_filesystems_count_as_local_disks(tmp_path):
-    mounts = "\n".join([
-        "/dev/vda1 / ext4 rw 0 0",
-        "server:/export /mnt/shared nfs4 rw 0 0",
-        "/dev/vdb /mnt/shared/local\\040disk xfs rw 0 0",
-    ])  # fmt: skip
-    assert _on_local_disk(Path("/home/me/results"), mounts)
-    assert not _on_local_disk(Path("/mnt/shared/results"), mounts)
-    assert _on_local_disk(Path("/mnt/shared/local disk/results"), mounts)
-    assert _on_local_disk(Path("/mnt/sharedother"), mounts)  # on /, not under /mnt/shared
-
-
 # --- the writer process: signals, a dead driver, a dead or silent server, a resumed trial -------------
 
 
@@ -144,7 +98,7 @@ _CTRL_C_DRIVER = textwrap.dedent("""
     pgid = os.getpgid(tracker.writer_pid)
     report = tracker.finish()
     print(json.dumps({"complete": report.complete, "errors": report.errors, "writer_group": pgid,
-                      "driver_group": os.getpgid(0), "writer_exit": tracker._process.returncode}))
+                      "driver_group": os.getpgid(0), "writer_exit": tracker.writer.returncode}))
 """)
 
 
@@ -244,16 +198,8 @@ def test_a_writer_stuck_in_a_call_is_stopped_at_the_deadline(tmp_path, monkeypat
     assert waited < 5.0 + 30  # stopped at the deadline (the slack is for a loaded machine)
     assert (report.complete, report.counted) == (False, False)
     assert "did not finish within 5 s" in report.why
-    assert tracker._process.poll() is not None
+    assert tracker.writer.poll() is not None
     assert "what it lacks is unknown" in report.warning(tmp_path)[0]
-
-
-def test_mlflows_http_retries_are_bounded_unless_the_user_set_them():
-    env = bounded_http_env({"MLFLOW_HTTP_REQUEST_TIMEOUT": "300"})
-    assert env == {"MLFLOW_HTTP_REQUEST_TIMEOUT": "300", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-                   "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}  # fmt: skip
-    assert longest_call(bounded_http_env({})) < 40  # 3 tries of 10 s, 2-3 s between them
-    assert longest_call({}) > 200  # MLflow's own defaults: 8 tries of 120 s and long backoffs
 
 
 def test_a_resumed_trial_reopens_its_run_and_it_ends_with_every_epoch_once(tmp_path):
@@ -267,7 +213,7 @@ def test_a_resumed_trial_reopens_its_run_and_it_ends_with_every_epoch_once(tmp_p
     ids = first.take_new_ids()
     study, section, trial, other = ids["study"], ids["a"], ids[("a", 0)], ids[("a", 1)]
 
-    resumed = _Writer()  # the resumed driver's writer, on the same store
+    resumed = Writer()  # the resumed driver's writer, on the same store
     resumed.open(f"sqlite:///{tmp_path / 'mlflow.db'}", "study", tmp_path / "art")
     resumed.start_study("study", {"seed": 0}, study)
     resumed.start_section("a", "lr", {"epochs": 2}, section)

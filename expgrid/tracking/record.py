@@ -21,12 +21,11 @@ from typing import Any
 from expgrid import records
 from expgrid.config import flatten
 from expgrid.logfiles import log_path
-from expgrid.mlflow_ledger import Ledger
-from expgrid.mlflow_store import artifact_text, epoch_points, params_of
 from expgrid.records import TrialRecord
-from expgrid.stopping import MLFLOW_STATUS
+from expgrid.stopping import INTERRUPTED, MLFLOW_STATUS
 from expgrid.study import is_number
-from expgrid.tracking import trial_run_name
+from expgrid.tracking.layout import artifact_text, epoch_points, params_of, trial_run_name
+from expgrid.tracking.ledger import Ledger
 
 
 @dataclasses.dataclass
@@ -129,7 +128,7 @@ def _interrupted_section(results: Path, section_id: str) -> RunRecord | None:
     children = [_trial_record(results, section_id, t) for t in ended.values()]
     for trial in running.values():
         child = _trial_record(results, section_id, trial)
-        child.name, child.params, child.status = None, None, "KILLED"
+        child.name, child.params, child.status = None, None, MLFLOW_STATUS[INTERRUPTED]  # as the runner ends them
         child.tags = {k: child.tags[k] for k in ("expgrid.kind", "expgrid.section_id", "expgrid.trial_index")}
         children.append(child)
     children.sort(key=lambda c: c.key[1])
