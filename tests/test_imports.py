@@ -26,8 +26,7 @@ HEAVY = ("ray", "mlflow", "torch", "torchvision", "trainables", "cluster")  # no
 # What runs in a trial process, and what only the driver runs (prefixes: a package covers its modules).
 TRIAL_SIDE = ("expgrid.reporter", "expgrid.wire", "expgrid.stopping", "cluster.trial_side", "cluster.train_run",
               "trainables")  # fmt: skip
-DRIVER_SIDE = ("expgrid.runner", "expgrid.cli", "expgrid.tracking", "expgrid.mlflow_store", "expgrid.mlflow_sync",
-               "expgrid.mlflow_writer", "expgrid.mlflow_record", "expgrid.mlflow_ledger", "expgrid.reports",
+DRIVER_SIDE = ("expgrid.runner", "expgrid.cli", "expgrid.tracking", "expgrid.section_events", "expgrid.reports",
                "cluster.tune_section", "cluster.connect", "cluster.attach", "cluster.submit")  # fmt: skip
 
 
