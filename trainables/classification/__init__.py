@@ -10,7 +10,7 @@ from trainables.classification.diagnostics import DIAGNOSTICS_DEFAULTS, GradNorm
 from trainables.classification.models import ACTIVATIONS, MODELS, create_model, first_linear
 from trainables.classification.modes import MODES, build_model
 from trainables.classification.optim import OPTIMIZERS, create_optimizer, flat_parameters
-from trainables.classification.schedules import SCHEDULER_DEFAULTS, SCHEDULERS, Scheduler, create_scheduler
+from trainables.classification.schedules import SCHEDULER_DEFAULTS, SCHEDULERS, create_scheduler, step_scheduler
 from trainables.classification.train import CLASSIFY_DEFAULTS, CLASSIFY_METRICS, classify
 
 __all__ = [
@@ -25,7 +25,6 @@ __all__ = [
     "SCHEDULERS",
     "SCHEDULER_DEFAULTS",
     "GradNorms",
-    "Scheduler",
     "build_model",
     "classify",
     "confusion_matrix",
@@ -35,4 +34,5 @@ __all__ = [
     "first_linear",
     "flat_parameters",
     "load_dataset",
+    "step_scheduler",
 ]
