@@ -102,6 +102,8 @@ def test_builders_reject_unknown_names_too():
         ({"batch_size": 0}, "batch_size"),
         ({"epochs": 0}, "epochs"),
         ({"threads": 0}, "threads"),
+        ({"seed": 1.5}, "seed"),
+        ({"seed": True}, "seed"),
         ({"dataset": {"train_size": 1500, "val_size": 500}}, "dataset.train_size"),  # digits has 1797
         ({"dataset": {"val_size": 0}}, "dataset.val_size"),
         ({"dataset": {"name": "fashion_mnist"}}, "dataset.path"),  # neither path nor root
