@@ -151,8 +151,9 @@ def flat_parameters(model: nn.Module, params: Iterable[torch.Tensor] | None = No
     Afterwards each re-homed ``p`` is a view of the returned tensor, and ``p.grad`` a view of its
     ``.grad``: backward accumulates in place into those views (autograd adds into an existing
     ``.grad`` rather than replacing it), so the flat ``.grad`` always holds the whole gradient.
-    Give the flat Parameter to the optimizer; zero with ``flat.grad.zero_()`` (never set the
-    per-layer grads to None, which would detach them from the buffer). Values, ``state_dict`` and
+    Give the flat Parameter to the optimizer; zero with ``flat.grad.zero_()``, not with
+    ``optimizer.zero_grad()``, which sets gradients to None by default (never set the per-layer
+    grads to None either: that would detach them from the buffer). Values, ``state_dict`` and
     ``load_state_dict`` of the model are unchanged (loading copies in place). The parameters must
     share a dtype and device: call after moving the model to its device, and do not move it again.
     """
