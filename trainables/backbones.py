@@ -46,7 +46,7 @@ class Architecture:
     """How to build one torchvision architecture and where its ImageNet classifier layer is.
 
     Names, not objects: importing torchvision costs about two seconds per fresh process (it
-    pulls in ``torch._dynamo``), which every trial of a small-MLP section would pay for nothing;
+    pulls in the TorchDynamo compiler), which every trial of a small-MLP section would pay for nothing;
     torchvision is imported when a model is built or its weights are looked up."""
 
     builder: str  # torchvision.models function, called with weights=None (no download)

@@ -21,3 +21,11 @@ def require_mappings(config: Mapping[str, Any], keys: Iterable[str]) -> None:
     for key in keys:
         if not isinstance(config[key], Mapping):
             raise ConfigError(key, "a mapping (or a name)", config[key])
+
+
+def require_seed(config: Mapping[str, Any]) -> int:
+    """``config["seed"]``, which must be an integer (not a bool)."""
+    seed = config["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError("seed", "an integer", seed)
+    return seed

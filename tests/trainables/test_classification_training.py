@@ -24,8 +24,8 @@ from trainables.classification.diagnostics import (
     per_class_accuracy_csv,
 )
 from trainables.classification.models import create_model, head_of
-from trainables.classification.optim import LossScaler, clip_grad_norm_, create_optimizer, flat_parameters
-from trainables.classification.schedules import Scheduler
+from trainables.classification.optim import create_optimizer, flat_parameters, scaled_step
+from trainables.classification.schedules import create_scheduler, step_scheduler
 from trainables.classification.synthetic import write_fake_image_folder
 from trainables.classification.train import (
     CLASSIFY_DEFAULTS,
@@ -128,13 +128,16 @@ def test_training_options_are_accepted():
 # Optimizers: SGD variants and the flat buffer over a subset
 
 
-def test_optimizer_lr_is_the_hyper_entry_the_step_reads():
+def test_each_name_builds_its_torch_optim_class_with_the_configs_hyperparameters():
     param = nn.Parameter(torch.ones(4))
-    optimizer = create_optimizer({"name": "sgd", "lr": 0.1, "momentum": 0.0}, [param])
-    optimizer.lr = 0.5
-    param.grad = torch.ones(4)
-    optimizer.step()
-    assert optimizer.hyper["lr"] == 0.5 and torch.equal(param.detach(), torch.full((4,), 0.5))
+    sgd = create_optimizer({"name": "sgd", "lr": 0.1, "momentum": 0.5, "nesterov": True, "weight_decay": 0.2}, [param])
+    assert type(sgd) is torch.optim.SGD
+    group = sgd.param_groups[0]
+    assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (0.1, 0.5, True, 0.2)
+    assert type(create_optimizer({"name": "adamw"}, [param])) is torch.optim.AdamW
+    assert create_optimizer({"name": "amsgrad"}, [param]).param_groups[0]["amsgrad"] is True
+    assert create_optimizer({"name": "adam"}, [param]).param_groups[0]["amsgrad"] is False
+    assert type(create_optimizer({"name": "rmsprop"}, [param])) is torch.optim.RMSprop
 
 
 def test_flat_parameters_over_a_subset_leaves_the_rest_alone():
@@ -159,31 +162,21 @@ def test_flat_parameters_over_a_subset_leaves_the_rest_alone():
         flat_parameters(model, [nn.Parameter(torch.zeros(2))])
 
 
-def test_clip_grad_norm_matches_torch():
-    for scale in (0.01, 100.0):
-        grad = torch.randn(1000, generator=torch.Generator().manual_seed(1)) * scale
-        param = nn.Parameter(torch.zeros(1000))
-        param.grad = grad.clone()
-        expected_norm = torch.nn.utils.clip_grad_norm_([param], max_norm=1.0)
-        ours = grad.clone()
-        norm = clip_grad_norm_(ours, 1.0)
-        torch.testing.assert_close(norm, expected_norm)
-        torch.testing.assert_close(ours, param.grad)
-        assert torch.linalg.vector_norm(ours) <= 1.0 + 1e-5
+def test_scaled_step_skips_an_overflowed_step_halves_the_scale_and_grows_it():
+    param = nn.Parameter(torch.ones(2))
+    optimizer = create_optimizer({"name": "sgd", "lr": 1.0, "momentum": 0.0}, [param])
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=3)
 
+    def step(grad: list[float]) -> bool:
+        param.grad = scaler.scale(torch.tensor(grad))  # as backward of the scaled loss would leave it
+        scaler.unscale_(optimizer)
+        return scaled_step(scaler, optimizer)
 
-def test_loss_scaler_skips_overflow_halves_and_grows():
-    scaler = LossScaler(init_scale=1024.0, growth_interval=3)
-    grad = torch.tensor([2048.0, -512.0])
-    assert scaler.unscale_(grad) and torch.equal(grad, torch.tensor([2.0, -0.5])) and scaler.scale == 1024.0
-    assert not scaler.unscale_(torch.tensor([1.0, math.inf])) and scaler.scale == 512.0
-    assert not scaler.unscale_(torch.tensor([math.nan])) and scaler.scale == 256.0
-    for _ in range(3):
-        assert scaler.unscale_(torch.ones(2))
-    assert scaler.scale == 512.0 and scaler.good_steps == 0
-    again = LossScaler()
-    again.load_state_dict(scaler.state_dict())
-    assert again.state_dict() == scaler.state_dict()
+    assert step([2.0, -0.5]) and torch.equal(param.detach(), torch.tensor([-1.0, 1.5])) and scaler.get_scale() == 1024
+    assert not step([1.0, math.inf]) and scaler.get_scale() == 512.0
+    assert not step([math.nan, 0.0]) and scaler.get_scale() == 256.0
+    assert torch.equal(param.detach(), torch.tensor([-1.0, 1.5]))  # the skipped steps left it alone
+    assert all(step([0.0, 0.0]) for _ in range(3)) and scaler.get_scale() == 512.0  # grown: a taken step too
 
 
 # ----------------------------------------------------------------------------------------------
@@ -202,11 +195,14 @@ def _torch_lrs(make, epochs: int, values=None) -> list[float]:
 
 
 def _our_lrs(cfg: dict, epochs: int, values=None, monitor: str = "val_loss") -> list[float]:
-    scheduler = Scheduler(cfg, 0.1, epochs)
+    cfg = {**cfg, "monitor": monitor}
+    optimizer = create_optimizer({"name": "sgd", "lr": 0.1}, [nn.Parameter(torch.zeros(1))])
+    scheduler = create_scheduler(cfg, optimizer, epochs)
     lrs = []
     for epoch in range(epochs):
-        lrs.append(scheduler.lr)
-        scheduler.step({monitor: values[epoch]} if values is not None else {})
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        step_scheduler(scheduler, cfg, {monitor: values[epoch]} if values is not None else {})
     return lrs
 
 

@@ -102,6 +102,7 @@ def test_unknown_names_are_rejected_listing_the_valid_ones(fake_root, overrides,
         ({"train_batch": 15, "workers": 2}, "train_batch"),
         ({"train_batch": 20, "workers": 2, "sampler": {"name": "identity"}}, "train_batch"),  # 10 per rank: not 4s
         ({"eval_freq": -1}, "eval_freq"),
+        ({"seed": "1"}, "seed"),
         ({"augmentations": "hflip"}, "augmentations"),
         ({"dataset": {"height": 8}}, "dataset.height"),
         ({"dataset": {"root": None}}, "dataset.root"),

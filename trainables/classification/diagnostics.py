@@ -5,8 +5,8 @@
   parameters (weight and bias together) at every optimizer step, averaged over the epoch's steps.
   Layers near the input with norms orders of magnitude below those near the loss show vanishing
   gradients; the reverse, exploding ones. Cheap: the layers are contiguous slices of the flat
-  gradient (``optim.flat_parameters``), so a step costs one fused norm over those slices and one
-  add into a per-layer accumulator on the device; the epoch's means reach the host with the
+  gradient (``optim.flat_parameters``), so a step costs one norm per layer slice and one add into
+  a per-layer accumulator on the device; the epoch's means reach the host with the
   epoch's other metrics. Sent as the artifact ``grad_norms.json``.
 * ``confusion_matrix``: counts of (true class, predicted class) on the validation set from the
   epoch's evaluation (one ``bincount`` on the device), with per-class accuracy; sent as the
@@ -90,12 +90,21 @@ class GradNorms:
         self.sum = torch.zeros(len(self.names), dtype=torch.float32, device=grad.device)
         self.steps = 0
 
-    def accumulate(self) -> None:
-        norms = torch.stack(torch._foreach_norm(self.slices))
+    def norms(self) -> torch.Tensor:
+        """This step's per-layer gradient norms (on the device)."""
+        norms = torch.stack([torch.linalg.vector_norm(s) for s in self.slices])
         if self.index is not None:
             norms = torch.zeros_like(self.sum).index_add_(0, self.index, norms.float().square()).sqrt_()
+        return norms
+
+    def add(self, norms: torch.Tensor) -> None:
+        """Count one step's :meth:`norms` (kept apart so that a skipped step is not counted)."""
         self.sum += norms
         self.steps += 1
+
+    def accumulate(self) -> None:
+        """Count this step's norms."""
+        self.add(self.norms())
 
     def epoch_means(self) -> torch.Tensor:
         """The epoch's mean norm per layer (on the device); resets the accumulator."""

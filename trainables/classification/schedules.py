@@ -1,10 +1,9 @@
 """Learning-rate schedulers for ``classify`` (config key ``scheduler``), stepped once per epoch.
 
-Each one gives the learning rate of every epoch exactly as the ``torch.optim.lr_scheduler`` class
-of the same kind does when ``scheduler.step()`` is called after each epoch (the tests compare the
-sequences); epoch 1 trains at the optimizer's ``lr``. With ``k`` epochs done (``k = epoch - 1``)::
+Each name is a ``torch.optim.lr_scheduler`` class, stepped after each epoch, so epoch 1 trains at
+the optimizer's ``lr``. With ``k`` epochs done (``k = epoch - 1``)::
 
-    none               lr                                          (constant)
+    none               lr                                          (ConstantLR, factor 1)
     step               lr · gamma^⌊k / step_size⌋                  (StepLR)
     multistep          lr · gamma^(milestones ≤ k)                 (MultiStepLR: × gamma after each
                                                                    milestone epoch)
@@ -15,10 +14,8 @@ sequences); epoch 1 trains at the optimizer's ``lr``. With ``k`` epochs done (``
                        than ``patience`` epochs              (ReduceLROnPlateau: relative
                                                                    threshold 1e-4, no cooldown)
 
-The closed-form kinds depend on ``k`` alone and ``reduce_on_plateau`` on a few numbers; either way
-:meth:`Scheduler.state_dict` is small and goes into the trial's checkpoint, so a retried trial
-continues the same sequence. Changing the rate is one assignment to the optimizer's
-``hyper["lr"]`` per epoch (``Optimizer.lr``): nothing per step.
+The scheduler's ``state_dict`` goes into the trial's checkpoint (with the optimizer's, which holds
+the current rate), so a retried trial continues the same sequence.
 """
 
 from __future__ import annotations
@@ -26,6 +23,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from typing import Any
+
+import torch
 
 from expgrid.errors import ConfigError
 
@@ -96,81 +95,41 @@ def check_scheduler(cfg: Mapping[str, Any]) -> None:
             raise ConfigError(f"scheduler.{key}", expected, cfg[key])
 
 
-class Scheduler:
-    """The learning rate of each epoch for one trial.
-
-    ``lr``: the optimizer's base rate; ``epochs``: the trial's planned epochs (cosine's default
-    ``t_max``). :attr:`lr` is the rate for the next epoch; call :meth:`step` after each epoch
-    with that epoch's metrics (``reduce_on_plateau`` reads ``monitor`` from them)."""
-
-    def __init__(self, cfg: Mapping[str, Any], lr: float, epochs: int):
-        self.cfg = {**SCHEDULER_DEFAULTS, **cfg}
-        self.name = self.cfg["name"]
-        self.base_lr = float(lr)
-        self.t_max = int(self.cfg["t_max"] if self.cfg["t_max"] is not None else epochs)
-        self.epochs_done = 0  # k: scheduler steps taken
-        # reduce_on_plateau's state (torch's names)
-        self.plateau_lr = self.base_lr
-        self.best: float | None = None
-        self.num_bad_epochs = 0
-
-    @property
-    def lr(self) -> float:
-        """The learning rate of epoch ``epochs_done + 1``."""
-        k, c = self.epochs_done, self.cfg
-        if self.name == "step":
-            return self.base_lr * c["gamma"] ** (k // c["step_size"])
-        if self.name == "multistep":
-            return self.base_lr * c["gamma"] ** sum(1 for m in c["milestones"] if m <= k)
-        if self.name == "cosine":
-            return c["min_lr"] + (self.base_lr - c["min_lr"]) * (1 + math.cos(math.pi * k / self.t_max)) / 2
-        if self.name == "reduce_on_plateau":
-            return self.plateau_lr
-        return self.base_lr
-
-    def step(self, metrics: Mapping[str, Any] | None = None) -> float:
-        """Advance one epoch; returns the next epoch's rate."""
-        self.epochs_done += 1
-        if self.name == "reduce_on_plateau":
-            self._plateau(float((metrics or {})[self.cfg["monitor"]]))
-        return self.lr
-
-    def _plateau(self, value: float) -> None:
-        # torch.optim.lr_scheduler.ReduceLROnPlateau (threshold_mode "rel", cooldown 0), step by step
-        if self.best is None:
-            improved = True
-        elif monitor_mode(self.cfg["monitor"]) == "min":
-            improved = value < self.best * (1 - PLATEAU_THRESHOLD)
-        else:
-            improved = value > self.best * (1 + PLATEAU_THRESHOLD)
-        if improved:
-            self.best, self.num_bad_epochs = value, 0
-        else:
-            self.num_bad_epochs += 1
-        if self.num_bad_epochs > self.cfg["patience"]:
-            new = max(self.plateau_lr * self.cfg["factor"], self.cfg["min_lr"])
-            if self.plateau_lr - new > PLATEAU_EPS:
-                self.plateau_lr = new
-            self.num_bad_epochs = 0
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "epochs_done": self.epochs_done,
-            "plateau_lr": self.plateau_lr,
-            "best": self.best,
-            "num_bad_epochs": self.num_bad_epochs,
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state.get("name") != self.name:
-            raise ValueError(f"scheduler state of {state.get('name')!r} cannot load into {self.name!r}")
-        self.epochs_done = int(state["epochs_done"])
-        self.plateau_lr = float(state["plateau_lr"])
-        self.best = None if state["best"] is None else float(state["best"])
-        self.num_bad_epochs = int(state["num_bad_epochs"])
+def create_scheduler(
+    cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer, epochs: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The ``torch.optim.lr_scheduler`` of a ``scheduler`` config over ``optimizer`` for a trial of
+    ``epochs`` epochs (cosine's default ``t_max``); step it with :func:`step_scheduler`."""
+    c = {**SCHEDULER_DEFAULTS, **cfg}
+    s = torch.optim.lr_scheduler
+    name = c["name"]
+    if name == "step":
+        return s.StepLR(optimizer, step_size=c["step_size"], gamma=c["gamma"])
+    if name == "multistep":
+        return s.MultiStepLR(optimizer, milestones=list(c["milestones"]), gamma=c["gamma"])
+    if name == "cosine":
+        t_max = int(c["t_max"] if c["t_max"] is not None else epochs)
+        return s.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=c["min_lr"])
+    if name == "reduce_on_plateau":
+        return s.ReduceLROnPlateau(
+            optimizer,
+            mode=monitor_mode(c["monitor"]),
+            factor=c["factor"],
+            patience=c["patience"],
+            threshold=PLATEAU_THRESHOLD,
+            threshold_mode="rel",
+            cooldown=0,
+            min_lr=c["min_lr"],
+            eps=PLATEAU_EPS,
+        )
+    return s.ConstantLR(optimizer, factor=1.0, total_iters=0)  # "none": the optimizer's lr throughout
 
 
-def create_scheduler(cfg: Mapping[str, Any], lr: float, epochs: int) -> Scheduler:
-    """The scheduler of a ``scheduler`` config for base rate ``lr`` and a trial of ``epochs`` epochs."""
-    return Scheduler(cfg, lr, epochs)
+def step_scheduler(
+    scheduler: torch.optim.lr_scheduler.LRScheduler, cfg: Mapping[str, Any], metrics: Mapping[str, Any]
+) -> None:
+    """Advance one epoch; ``reduce_on_plateau`` reads its ``monitor`` from the epoch's ``metrics``."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(float(metrics[{**SCHEDULER_DEFAULTS, **cfg}["monitor"]]))
+    else:
+        scheduler.step()

@@ -40,7 +40,7 @@ epoch), ``grad_clip`` (max L2 norm of the whole gradient over the trainable para
 as ``torch.nn.utils.clip_grad_norm_`` does), ``label_smoothing`` (``F.cross_entropy``'s),
 ``augment`` (``augment.py``, applied to each training batch on the device) and ``amp``: on CUDA,
 autocast to bfloat16 where the GPU supports it, else float16 with dynamic loss scaling
-(``optim.LossScaler``; ``"bfloat16"`` / ``"float16"`` force one). On the CPU ``amp`` does nothing:
+(``torch.amp.GradScaler``; ``"bfloat16"`` / ``"float16"`` force one). On the CPU ``amp`` does nothing:
 CPU autocast rarely speeds up small models, and a no-op keeps CPU runs exactly comparable.
 
 Batches: the training split is reshuffled every epoch (``seed`` seeds the order, the
@@ -51,10 +51,10 @@ a DataLoader.
 
 Speed: at the benchmark size (1,000 samples of 784 pixels, MLP 784-128-64-10, batch 32, one CPU
 thread) a step takes well under a millisecond, much of it per-call overhead, so each step makes
-only the calls it must: the forward (layers called directly, ``models.fast_forward``), the loss,
-one ``zero_()`` of the flat gradient (``optim.flat_parameters``), backward, one abs-sum for the
-gradient diagnostic and one fused optimizer kernel (``optim``); options that are off cost a
-Python ``if``. Batches are views of tensors gathered once per epoch into kept buffers. No
+only the calls it must: the forward, the loss, one ``zero_()`` of the flat gradient
+(``optim.flat_parameters``), backward, one abs-sum for the gradient diagnostic and one
+``torch.optim`` step over the one flat tensor (``optim``); options that are off cost a Python
+``if``. Batches are views of tensors gathered once per epoch into kept buffers. No
 ``.item()``: metrics stay on the device until one transfer per epoch; train loss and accuracy come
 from the kept logits. Checkpoints (model, optimizer, scheduler and RNG states, copied to the CPU)
 and artifacts are built only when due.
@@ -68,7 +68,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import time
 from collections.abc import Callable, Hashable, Mapping
@@ -81,7 +80,7 @@ from torch import nn
 import expgrid.reporter as reporter
 from expgrid.config import merge
 from expgrid.errors import ConfigError
-from trainables.checks import require_int, require_mappings
+from trainables.checks import require_int, require_mappings, require_seed
 from trainables.classification.augment import build_augment, check_augment
 from trainables.classification.batches import Batches, make_splits
 from trainables.classification.data import DATASET_DEFAULTS, check_dataset, check_dataset_files, load_dataset
@@ -94,17 +93,18 @@ from trainables.classification.diagnostics import (
     grad_norms_json,
     per_class_accuracy_csv,
 )
-from trainables.classification.models import MODEL_DEFAULTS, check_model, count_parameters, fast_forward, first_linear
+from trainables.classification.models import MODEL_DEFAULTS, check_model, count_parameters, first_linear
 from trainables.classification.modes import build_model, check_mode, set_train_mode, trainable_parameters
 from trainables.classification.optim import (
     OPTIMIZER_DEFAULTS,
-    LossScaler,
     check_optimizer,
-    clip_grad_norm_,
     create_optimizer,
     flat_parameters,
+    scaled_step,
 )
-from trainables.classification.schedules import SCHEDULER_DEFAULTS, check_scheduler, create_scheduler
+from trainables.classification.schedules import SCHEDULER_DEFAULTS, check_scheduler, create_scheduler, step_scheduler
+from trainables.common import dataset_key as _dataset_key
+from trainables.common import to_cpu, torch_threads
 
 CLASSIFY_DEFAULTS: dict[str, Any] = {
     "dataset": copy.deepcopy(DATASET_DEFAULTS),
@@ -154,6 +154,7 @@ EVAL_CHUNK = 8192  # at most this many samples per forward pass when evaluating
 EVAL_ELEMENTS = 1 << 22  # ... and about this many input values (16 MB of float32) per pass
 TOP_K = 5  # val_top5_accuracy's k
 LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 def _full(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -177,8 +178,7 @@ def check_config(config: Mapping[str, Any]) -> None:
     require_int(cfg, "batch_size", 1)
     require_int(cfg, "epochs", 1)
     require_int(cfg, "threads", 1)
-    if isinstance(cfg["seed"], bool) or not isinstance(cfg["seed"], int):
-        raise ConfigError("seed", "an integer", cfg["seed"])
+    require_seed(cfg)
     clip = cfg["grad_clip"]
     if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 < clip < math.inf):
         raise ConfigError("grad_clip", "null or a maximum gradient norm > 0", clip)
@@ -193,7 +193,7 @@ def check_config(config: Mapping[str, Any]) -> None:
 
 def dataset_key(config: Mapping[str, Any]) -> Hashable:
     """Configs with equal keys share one loaded dataset (the whole ``dataset`` mapping decides)."""
-    return json.dumps(_full(config)["dataset"], sort_keys=True, default=str)
+    return _dataset_key(_full(config))
 
 
 def load_data(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -204,17 +204,6 @@ def load_data(config: Mapping[str, Any]) -> dict[str, Any]:
 def check_data(config: Mapping[str, Any]) -> None:
     """The files ``config["dataset"]`` names, checked before a run (``data.check_dataset_files``)."""
     check_dataset_files(_full(config)["dataset"])
-
-
-def _to_cpu(obj: Any) -> Any:
-    """A detached CPU copy of every tensor in ``obj``: a checkpoint must not alias live state."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return copy.deepcopy(obj)
 
 
 def amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
@@ -274,12 +263,8 @@ def evaluate(
 def classify(config: dict[str, Any], data: Mapping[str, Any]) -> None:
     """Train ``config["model"]`` on ``data`` (from :func:`load_data`), reporting every epoch."""
     cfg = _full(config)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(int(cfg["threads"]))
-    try:
+    with torch_threads(int(cfg["threads"])):
         _train(cfg, data)
-    finally:
-        torch.set_num_threads(threads)  # the setting is per process; leave callers' as it was
 
 
 def _train(cfg: dict[str, Any], data: Mapping[str, Any]) -> None:
@@ -293,9 +278,9 @@ def _train(cfg: dict[str, Any], data: Mapping[str, Any]) -> None:
     params = trainable_parameters(model)
     flat = flat_parameters(model, params)  # frozen parameters stay out: never stepped, no gradient
     optimizer = create_optimizer(cfg["optimizer"], [flat])
-    scheduler = create_scheduler(cfg["scheduler"], optimizer.lr, epochs)
+    scheduler = create_scheduler(cfg["scheduler"], optimizer, epochs)
     dtype = amp_dtype(cfg["amp"], device)
-    scaler = LossScaler() if dtype == torch.float16 else None
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     augment = build_augment(cfg["augment"])
     clip = None if cfg["grad_clip"] is None else float(cfg["grad_clip"])
     smoothing = float(cfg["label_smoothing"])
@@ -326,8 +311,8 @@ def _train(cfg: dict[str, Any], data: Mapping[str, Any]) -> None:
     def checkpoint(epoch: int) -> dict[str, Any]:
         return {
             "epoch": epoch,
-            "model": _to_cpu(model.state_dict()),
-            "optimizer": _to_cpu(optimizer.state_dict()),
+            "model": to_cpu(model.state_dict()),
+            "optimizer": to_cpu(optimizer.state_dict()),
             "scheduler": scheduler.state_dict(),
             "scaler": None if scaler is None else scaler.state_dict(),
             "grad_norms": {"epochs": list(norm_epochs), "norms": [list(r) for r in norm_rows]},
@@ -352,17 +337,17 @@ def _train(cfg: dict[str, Any], data: Mapping[str, Any]) -> None:
     first_grad = first.grad  # a view into the flat gradient, so the same tensor every step
     assert first_grad is not None
     abs_buffer = torch.empty_like(first)
-    forward, step = fast_forward(model), optimizer.step  # fast_forward(model)(x) == model(x), leaner
+    step = optimizer.step
     # model.train(), except a linear probe's frozen body stays in eval (the same when nothing is frozen)
     frozen = flat.numel() < counts["parameters"]
     train_mode = (lambda: set_train_mode(model)) if frozen else model.train
     train_mode()
     # BatchNorm in training mode (not a probe's frozen one) cannot take a batch of one sample
-    batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules())
+    batchnorm = any(isinstance(m, BATCHNORMS) and m.training for m in model.modules())
     eval_batch = eval_batch_size(val, batch_size)
     for epoch in range(start, epochs + 1):
         began = time.perf_counter()
-        lr = optimizer.lr = scheduler.lr
+        lr = optimizer.param_groups[0]["lr"]  # the scheduler's rate for this epoch
         train_mode()
         outputs: list[torch.Tensor] = []
         labels: list[torch.Tensor] = []
@@ -372,30 +357,38 @@ def _train(cfg: dict[str, Any], data: Mapping[str, Any]) -> None:
             if augment is not None:
                 xb = augment(xb)
             if dtype is None:
-                out = forward(xb)
+                out = model(xb)
                 loss = F.cross_entropy(out, yb, label_smoothing=smoothing)
             else:
                 with torch.autocast(device.type, dtype=dtype):
-                    out = forward(xb)
+                    out = model(xb)
                     loss = F.cross_entropy(out, yb, label_smoothing=smoothing)
             outputs.append(out.detach())
             labels.append(yb)
-            grad.zero_()
+            grad.zero_()  # not optimizer.zero_grad(): that would set the layers' grad views to None
             if scaler is None:
                 loss.backward()
-            else:
-                (loss * scaler.scale).backward()
-                if not scaler.unscale_(grad):  # inf / NaN: the scale was too large; skip this step
-                    skipped += 1
-                    continue
-            # sum |g| (divided by the size below) via a kept buffer: 4x faster than
-            # vector_norm(g, 1), and no fresh weight-sized allocation per step.
-            grad_l1.append(torch.abs(first_grad, out=abs_buffer).sum())
-            if grad_norms is not None:
-                grad_norms.accumulate()
+                # sum |g| (divided by the size below) via a kept buffer: 4x faster than
+                # vector_norm(g, 1), and no fresh weight-sized allocation per step.
+                grad_l1.append(torch.abs(first_grad, out=abs_buffer).sum())
+                if grad_norms is not None:
+                    grad_norms.accumulate()
+                if clip is not None:
+                    torch.nn.utils.clip_grad_norm_(flat, clip)
+                step()
+                continue
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # the diagnostics and clipping see the true gradient
+            step_l1 = first_grad.abs().sum()
+            step_norms = grad_norms.norms() if grad_norms is not None else None
             if clip is not None:
-                clip_grad_norm_(grad, clip)
-            step()
+                torch.nn.utils.clip_grad_norm_(flat, clip)
+            if not scaled_step(scaler, optimizer):  # inf / NaN: the scale was too large; skipped
+                skipped += 1
+                continue
+            grad_l1.append(step_l1)
+            if step_norms is not None:
+                grad_norms.add(step_norms)
         if not outputs:
             raise ValueError(f"no training batch: {train.num_samples} sample(s) in batches of {batch_size}")
         if device.type == "cuda":
@@ -441,7 +434,8 @@ def _train(cfg: dict[str, Any], data: Mapping[str, Any]) -> None:
             "first_layer_weight_abs": host[5],
             "first_layer_grad_abs": host[6],
         }
-        scheduler.step(metrics)  # before the checkpoint, so a resumed trial starts at the next rate
+        # before the checkpoint, so a resumed trial starts at the next rate
+        step_scheduler(scheduler, cfg["scheduler"], metrics)
         files = None
         if want_confusion or grad_norms is not None:
             files = lambda p=predictions, t=val_targets: artifacts(p, t)  # noqa: E731 - called only when due

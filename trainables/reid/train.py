@@ -47,7 +47,6 @@ Device: CUDA when the process sees a GPU, else the CPU. Images are read by a Dat
 from __future__ import annotations
 
 import copy
-import json
 import os
 import time
 from collections.abc import Hashable, Mapping
@@ -61,7 +60,9 @@ from torch.utils.data import DataLoader
 import expgrid.reporter as reporter
 from expgrid.config import merge
 from expgrid.errors import ConfigError
-from trainables.checks import require_int, require_mappings
+from trainables.checks import require_int, require_mappings, require_seed
+from trainables.common import dataset_key as _dataset_key
+from trainables.common import to_cpu, torch_threads
 from trainables.reid.data import DATASET_DEFAULTS, ImageSet, check_dataset, check_dataset_files, load_index
 from trainables.reid.losses import LOSS_DEFAULTS, batch_hard_triplet, cross_entropy
 from trainables.reid.metrics import RANKS, evaluate
@@ -155,8 +156,7 @@ def check_config(config: Mapping[str, Any]) -> None:
         ("workers", 1),
     ):
         require_int(cfg, key, minimum)
-    if isinstance(cfg["seed"], bool) or not isinstance(cfg["seed"], int):
-        raise ConfigError("seed", "an integer", cfg["seed"])
+    require_seed(cfg)
     gpus = cfg["gpu_per_worker"]
     if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or gpus < 0:
         raise ConfigError("gpu_per_worker", "a number of GPUs >= 0", gpus)
@@ -175,7 +175,7 @@ def check_config(config: Mapping[str, Any]) -> None:
 
 def dataset_key(config: Mapping[str, Any]) -> Hashable:
     """Configs with equal keys share one loaded index (root, image size, preload limit)."""
-    return json.dumps(_full(config)["dataset"], sort_keys=True, default=str)
+    return _dataset_key(_full(config))
 
 
 def load_data(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -223,17 +223,6 @@ def _device(world: int) -> torch.device:
 def _seed(*parts: int) -> int:
     """A 63-bit seed from integers (different tuples give unrelated streams)."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0]) >> 1
-
-
-def _to_cpu(obj: Any) -> Any:
-    """A detached CPU copy of every tensor in ``obj``: a checkpoint must not alias live state."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return copy.deepcopy(obj)
 
 
 def _reduce(values: torch.Tensor, world: int, op: str = "sum") -> torch.Tensor:
@@ -311,13 +300,8 @@ def evaluate_model(
 def _train_worker(config: Mapping[str, Any], data: Mapping[str, Any]) -> None:
     """Train on this rank's share (the whole data with world size 1) and report every epoch."""
     cfg = _full(config)
-    threads = torch.get_num_threads()
-    if cfg["threads"]:
-        torch.set_num_threads(int(cfg["threads"]))
-    try:
+    with torch_threads(int(cfg["threads"])):
         _train(cfg, data)
-    finally:
-        torch.set_num_threads(threads)  # the setting is per process; leave callers' as it was
 
 
 def _train(cfg: dict[str, Any], data: Mapping[str, Any]) -> None:
@@ -346,8 +330,8 @@ def _train(cfg: dict[str, Any], data: Mapping[str, Any]) -> None:
     def checkpoint(epoch: int) -> dict[str, Any]:
         return {
             "epoch": epoch,
-            "model": _to_cpu(model.state_dict()),  # the unwrapped model: loads without DDP
-            "optimizer": _to_cpu(optimizer.state_dict()),
+            "model": to_cpu(model.state_dict()),  # the unwrapped model: loads without DDP
+            "optimizer": to_cpu(optimizer.state_dict()),
             "schedule": schedule.state_dict(),
         }
 
