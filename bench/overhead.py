@@ -60,9 +60,9 @@ def main() -> None:
 
     template = _cache_dir() / f"mlflow-{mlflow.__version__}-empty.db"
     print(f"empty MLflow store already cached: {template.exists()} (else this run makes it: seconds, once)")
-    from cluster import ray_api
+    from cluster import connect
 
-    ray_api.connect(num_cpus=os.cpu_count())  # the local Ray `expgrid run` starts; both sides use it
+    connect.connect(num_cpus=os.cpu_count())  # the local Ray `expgrid run` starts; both sides use it
     with tempfile.TemporaryDirectory() as tmp:
         grid = through_expgrid(args.trials, args.reports, args.cpu_per_trial, Path(tmp))
         print(f"expgrid    : {grid:7.1f} s for {args.trials} trials = {grid / args.trials:.3f} s per trial", flush=True)
