@@ -1,8 +1,7 @@
 """Connecting the driver to Ray: a private local Ray, or a running cluster (``--address``);
 its resources; shutting down. Driver only.
 
-Connecting applies the patches of cluster/patches.py (before a local Ray starts, as one of
-them is a setting of the Ray processes).
+Connecting applies the patches of cluster/patches.py (the driver's, before Tune runs).
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from cluster import attach, local_ray
 import ray
 
 from cluster import patches
+
 
 def connect(
     address: str | None = None,
@@ -99,7 +99,7 @@ def _start_local(num_cpus: int | None, num_gpus: int | None) -> None:
         print(f"warning: RAY_AUTH_MODE={os.environ['RAY_AUTH_MODE']}: this local Ray runs without token "
               "authentication, so any process of this machine can run code in it; unset RAY_AUTH_MODE to keep "
               "Ray's default", file=sys.stderr)  # fmt: skip
-    with local_ray.marked_start() as marker, patches.local_start_settings():
+    with local_ray.marked_start() as marker:
         context = ray.init(
             address="local",  # a new private instance, never one found on the machine
             num_cpus=num_cpus,

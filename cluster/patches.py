@@ -7,21 +7,24 @@ process, and only
 
 - on the Ray versions it was tested on (:data:`TESTED_RAY`; pyproject pins ``ray`` to them), and
 - unless ``EXPGRID_NO_PATCHES`` switches it off: ``1`` (all of them) or a comma-separated list
-  of names from :data:`NAMES`, e.g. ``EXPGRID_NO_PATCHES=cleanup_trials,actor_cache``.
+  of names from :data:`NAMES`, e.g. ``EXPGRID_NO_PATCHES=actor_cache``.
 
 Each patch falls back to Ray's own code where the internals it relies on are not there.
 ``bench/patches.py`` measures each one against the same workload without it; the key paths
 (FIFO, packs, ASHA, resume, data-parallel) are tested with all of them off
-(tests/cluster/test_without_patches.py).
+(tests/cluster/test_without_patches.py). Three earlier ones were removed because that
+benchmark showed no saving: a replacement of ``TuneController._cleanup_trials`` (not waiting at
+a section's end for trial actors still starting), ``idle_worker_killing_time_threshold_ms`` of
+60 s passed to ``ray.init`` as ``_system_config`` (keeping idle workers longer), and a no-op in
+place of ``ray.air._internal.usage.tag_callbacks`` (Tune's callback telemetry, which imports
+MLflow into the driver).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 OFF_ENV = "EXPGRID_NO_PATCHES"
@@ -61,44 +64,6 @@ def enabled(name: str, version: str | None = None) -> bool:
 # The patches
 
 
-def _cleanup_trials() -> bool:
-    """At the end of an experiment Tune stops its actors gracefully and waits up to 5 s. With
-    actor reuse, an actor Tune asked for earlier may only be starting then (a new worker
-    importing Tune: 1.5-3 s on 2 CPUs), and its stop waits for that start. Plain Tune loses
-    0-4 s this way at the end of about a third of the sections on a 2-CPU machine. Every trial has
-    ended at that point, so wait only while actors keep stopping (a started actor stops in
-    milliseconds) and kill the rest, as Tune's actor manager does last. Where Tune has changed
-    its internals, its own clean-up runs."""
-    try:
-        from ray.tune.execution.tune_controller import TuneController
-    except ImportError:
-        return False
-    steps = ("_cleanup_trials", "_schedule_trial_stop", "_cleanup_cached_actors")
-    if not all(hasattr(TuneController, step) for step in steps):
-        return False
-    tune_cleanup = TuneController._cleanup_trials
-
-    def cleanup_trials(controller: Any) -> None:
-        manager = getattr(controller, "_actor_manager", None)
-        known = all(hasattr(controller, name) for name in ("_actor_to_trial", "_stopping_actors"))
-        if not known or not all(hasattr(manager, name) for name in ("num_total_actors", "next", "cleanup")):
-            tune_cleanup(controller)
-            return
-        for tracked_actor in list(controller._actor_to_trial):
-            controller._schedule_trial_stop(controller._actor_to_trial[tracked_actor])
-        controller._cleanup_cached_actors(force_all=True)
-        deadline = time.monotonic() + 5
-        while manager.num_total_actors and time.monotonic() < deadline:
-            if not manager.next(timeout=0.25):
-                break  # nothing stopped for 0.25 s: what is left is still starting
-        # Tune's own forced clean-up would still wait for a starting actor; this kills it.
-        controller._stopping_actors.clear()
-        manager.cleanup()
-
-    TuneController._cleanup_trials = cleanup_trials
-    return True
-
-
 def _actor_cache() -> bool:
     """Tune registers its trial actors with a runtime env that sets ``PL_DISABLE_FORK=1`` (and
     passes on AWS credentials and some Train settings where the driver has them). Any runtime
@@ -132,53 +97,11 @@ def _actor_cache() -> bool:
     return True
 
 
-def _callback_telemetry() -> bool:
-    """Tune's usage telemetry for callbacks imports ray.air.integrations.mlflow, i.e. all of
-    MLflow (1.5-3 s on a 2-CPU machine), in the driver at the start of every section, only to
-    compare callback class names; expgrid's driver otherwise never imports MLflow (its writes
-    run in a process of their own). Skip that telemetry tag; where Ray has moved it, nothing
-    changes."""
-    try:
-        from ray.air._internal import usage
-    except ImportError:
-        return False
-    if not hasattr(usage, "tag_callbacks"):
-        return False
-    usage.tag_callbacks = lambda callbacks: False
-    return True
-
-
-IDLE_WORKERS_ENV = "RAY_idle_worker_killing_time_threshold_ms"
-
-
-@contextlib.contextmanager
-def local_start_settings() -> Iterator[None]:
-    """Around the ``ray.init`` that starts a local Ray (the ``idle_workers`` patch).
-
-    Ray keeps idle workers started for the next tasks and actors, but after 1 s it stops
-    those above its limit, and at a section's start it often counts one too many: the trial
-    actors then wait for new workers (1-1.5 s on 2 CPUs) while the idle ones exit. Keep idle
-    workers for a minute. Ray reads each of its system settings from ``RAY_<name>`` in the
-    environment of the processes it starts (this one was ``ray.init(_system_config=...)``), so
-    it is set for the start only: the Ray processes keep it, this process's environment (and
-    the subprocesses it starts later) do not. A value the user set is kept."""
-    if IDLE_WORKERS_ENV in os.environ or not enabled("idle_workers"):
-        yield
-        return
-    os.environ[IDLE_WORKERS_ENV] = "60000"
-    try:
-        yield
-    finally:
-        os.environ.pop(IDLE_WORKERS_ENV, None)
-
-
 # name → the function that applies it to Tune in this process (True: in effect).
 PATCHES: dict[str, Callable[[], bool]] = {
-    "cleanup_trials": _cleanup_trials,
     "actor_cache": _actor_cache,
-    "callback_telemetry": _callback_telemetry,
 }
-NAMES = (*PATCHES, "idle_workers")  # every name EXPGRID_NO_PATCHES takes
+NAMES = tuple(PATCHES)  # every name EXPGRID_NO_PATCHES takes
 _done: dict[str, bool] = {}  # name → in effect, for each patch this process has considered
 _warned = False
 

@@ -18,10 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import ray
-
 import expgrid.reporter as reporter
 from cluster.trial_side import _CHECKPOINT_FILE, RESTART_KEY, ROWS_KEY, _newest, _save_checkpoint, fetch
+
 
 def workers_of(config: dict[str, Any]) -> int:
     """Processes a trial asks for: its config's ``workers`` (1 when absent)."""

@@ -50,8 +50,9 @@ def test_the_cluster_yaml_passes_rays_validation(cluster_config):
     # The JSON schema `ray up` validates a cluster file against, as the Ray package ships it,
     # and the checks `ray up` makes beside it: the head's type is one of the node types, and
     # each type's min_workers ≤ max_workers ≤ the cluster's max_workers.
-    import jsonschema
     from importlib import resources
+
+    import jsonschema
 
     schema = json.loads((resources.files("ray.autoscaler") / "ray-schema.json").read_text())
     jsonschema.validate(cluster_config, schema)

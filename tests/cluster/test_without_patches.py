@@ -53,7 +53,6 @@ def unpatched(tmp_path_factory) -> dict:
     (folder / "resume.yaml").write_text(RESUME)
     env = {**os.environ, "EXPGRID_NO_PATCHES": "1", "MLFLOW_TRACKING_URI": ""}
     env.pop("RAY_ADDRESS", None)
-    env.pop(patches.IDLE_WORKERS_ENV, None)
     driver = Path(__file__).with_name("unpatched_driver.py")
     done = subprocess.run([sys.executable, str(driver), str(folder / "keypaths.yaml"), str(folder / "resume.yaml"),
                            str(folder / "results")], env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
@@ -63,7 +62,7 @@ def unpatched(tmp_path_factory) -> dict:
 
 
 def test_nothing_is_patched_with_expgrid_no_patches(unpatched):
-    assert unpatched["in_effect"] == [] and not unpatched["idle_env"]
+    assert unpatched["in_effect"] == []
 
 
 def test_fifo_packed_asha_and_data_parallel_sections_run_unpatched(unpatched):
@@ -96,8 +95,11 @@ def test_the_patches_stay_off_a_ray_they_were_not_tested_on(version, tested):
 
 
 def test_expgrid_no_patches_switches_all_or_the_named_ones_off(monkeypatch):
-    monkeypatch.setenv(patches.OFF_ENV, "cleanup_trials, actor_cache")
-    assert [n for n in patches.NAMES if patches.enabled(n, version="2.60.0")] == ["callback_telemetry", "idle_workers"]
+    monkeypatch.setenv(patches.OFF_ENV, "unknown")
+    assert all(patches.enabled(n, version="2.60.0") for n in patches.NAMES)
+    for name in patches.NAMES:
+        monkeypatch.setenv(patches.OFF_ENV, f"unknown, {name}")
+        assert [n for n in patches.NAMES if patches.enabled(n, version="2.60.0")] == [m for m in patches.NAMES if m != name]
     monkeypatch.setenv(patches.OFF_ENV, "1")
     assert not any(patches.enabled(n, version="2.60.0") for n in patches.NAMES)
     monkeypatch.delenv(patches.OFF_ENV)

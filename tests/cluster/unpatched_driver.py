@@ -41,7 +41,7 @@ def _sigint_after(rows: Path, trial: int, epoch: int) -> None:
 def main() -> None:
     study_path, resume_path, results = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     connect.connect(num_cpus=2)
-    seen: dict = {"in_effect": patches.apply(), "idle_env": patches.IDLE_WORKERS_ENV in os.environ}
+    seen: dict = {"in_effect": patches.apply()}
     study, spec = prepare(study_path)
     seen["keypaths"] = _trials(run_study(study, spec, RunOptions(results_dir=results / "k", stream=io.StringIO())))
     seen["tune_dirs"] = sorted(p.name for p in (results / "k" / "tune").glob("section-*/*") if p.is_dir())
