@@ -2,7 +2,7 @@
 and after (object references; the data put in the object store once), per data size.
 
 Each variant runs in a fresh driver process with its own local Ray (2 CPUs): a Tune section of
-two one-epoch trials that read the data, through cluster.ray_api.run_section. "before" is the
+two one-epoch trials that read the data, through cluster.tune_section.run_section. "before" is the
 code of commit 0483721 (extracted with `git archive` into a temporary directory that comes first
 on the driver's and the workers' path); "after" is this working tree. Printed per variant: how
 the section ended, its seconds (``fit()`` only, Ray's start left out), the driver's peak RSS
@@ -58,7 +58,7 @@ def one(variant: str, mib: int) -> dict[str, Any]:
     import ray.cloudpickle
     from ray.tune.trainable.function_trainable import wrap_function
 
-    from cluster import ray_api
+    from cluster import trial_side, tune_section
     from expgrid.stopping import TrialRules
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -71,12 +71,12 @@ def one(variant: str, mib: int) -> dict[str, Any]:
     storage = tempfile.mkdtemp(prefix="bench-data-")
     start = time.perf_counter()
     # Before, TuneSection.shared held the data itself; now it holds object references.
-    shared = {"data0": data} if variant == "before" else {"data0": ray_api.share(data)}
+    shared = {"data0": data} if variant == "before" else {"data0": trial_side.share(data)}
     del data
-    section = ray_api.TuneSection(name="s", storage_path=storage, trials=trials, resources={"cpu": 1.0, "gpu": 0.0},
-                                  shared=shared, code_path=os.getcwd(), metric="score")  # fmt: skip
+    section = tune_section.TuneSection(name="s", storage_path=storage, trials=trials, resources={"cpu": 1.0, "gpu": 0.0},
+                                       shared=shared, code_path=os.getcwd(), metric="score")  # fmt: skip
     try:
-        ray_api.run_section(section, _NoEvents())
+        tune_section.run_section(section, _NoEvents())
         ended = "completed"
     except Exception as e:  # noqa: BLE001 - what the section died of is the result
         chain = []  # Tune's error, and the one it was handling (Ray's refusal of the actor class)
@@ -88,7 +88,7 @@ def one(variant: str, mib: int) -> dict[str, Any]:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
     pickled = None
     if variant == "after":  # measured after the peak: pickling copies
-        pickled = len(ray.cloudpickle.dumps(wrap_function(ray_api._tune_trainable(section))))
+        pickled = len(ray.cloudpickle.dumps(wrap_function(tune_section._tune_trainable(section))))
     out = {"variant": variant, "mib": mib, "ended": ended, "seconds": round(seconds, 2),
            "driver_peak_above_data_mib": round(peak - base, 1), "gcs_rss_mib": round(_rss_mib(gcs.pid), 1) if gcs else None,
            "pickled_class_bytes": pickled}  # fmt: skip

@@ -97,9 +97,9 @@ def main() -> None:
     # Not `import mlflow` here: with --mlflow async the driver's own import of MLflow is part of the cost.
     template = empty_store_template(version("mlflow"))
     print(f"empty MLflow store already cached: {template.exists()} (else this run makes it: seconds, once)")
-    from cluster import ray_api
+    from cluster import connect
 
-    ray_api.connect(num_cpus=os.cpu_count())  # the local Ray `expgrid run` starts; both sides use it
+    connect.connect(num_cpus=os.cpu_count())  # the local Ray `expgrid run` starts; both sides use it
     with tempfile.TemporaryDirectory() as tmp:
         if args.mlflow == "both":
             _writer_against_async(args, Path(tmp))

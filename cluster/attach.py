@@ -32,15 +32,12 @@ def resolve(address: str) -> str:
         return address
     if os.environ.get("RAY_ADDRESS"):
         return os.environ["RAY_ADDRESS"]
+    from cluster import patches
+
     try:
-        # Ray has no public function for what `auto` means; this is the one ray.init calls.
-        from ray._private.services import canonicalize_bootstrap_address
-    except ImportError:  # moved in another Ray version: ray.init finds it itself, unprobed
+        found = patches.local_cluster_address()
+    except LookupError:  # another Ray version: ray.init finds it itself, unprobed
         return address
-    try:
-        found = canonicalize_bootstrap_address("auto")
-    except ConnectionError:
-        found = None
     if not found:
         raise ClusterUnreachable(address, "no running Ray cluster found on this machine and $RAY_ADDRESS is not set; "
                                           "start one (`ray start --head`) or leave out --address for a private "

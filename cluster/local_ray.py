@@ -56,12 +56,12 @@ class NotLoopback(StudyFailed):
     def __init__(self, node_ip: str):
         setting = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
         why = (f"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER={setting} is set" if setting != "0"
-               else "Ray was imported before cluster.ray_api")  # fmt: skip
+               else "Ray was imported before cluster.connect")  # fmt: skip
         super().__init__(f"a local Ray would listen on {node_ip}, not only on 127.0.0.1 ({why}); to open a Ray to the "
                          "network on purpose, start it with `ray start --head` and pass --address")  # fmt: skip
 
 
-def keep_token_private() -> None:
+def keep_token_to_owner() -> None:
     """Ray writes the token it generates for a new local Ray (``~/.ray/auth_token``) with the
     process's umask, i.e. readable by every user of the machine under the usual 022; the token is
     what lets a process run code in this user's Ray. Make it the owner's alone."""

@@ -214,24 +214,22 @@ def _run_section(
     data_cache: dict[Any, Any],
     stop: interrupts.StopRequest,
 ) -> SectionOutcome:
-    from cluster import (
-        packing,
-        ray_api,  # imported here: validation and `expgrid show` never load Ray
-    )
+    # Imported here: validation and `expgrid show` never load Ray.
+    from cluster import connect, gpu, train_run, trial_side, tune_section
 
-    available = ray_api.connect(options.address, options.num_cpus, options.num_gpus, options.connect_timeout)
+    available = connect.connect(options.address, options.num_cpus, options.num_gpus, options.connect_timeout)
     interrupts.reinstall()  # ray.init sets a SIGTERM handler of its own
-    shared, data_ids = _shared_data(spec, plans, data_cache, ray_api.share, section.id)
-    resources = packing.resolve(
+    shared, data_ids = _shared_data(spec, plans, data_cache, trial_side.share, section.id)
+    resources = gpu.resolve(
         study.resources_of(section), spec, plans, available,
         data_for=lambda plan: shared.get(data_ids.get(plan.index)), stream=options.stream,
     )  # fmt: skip
-    workers = max(ray_api.workers_of(p.config) for p in plans)  # data-parallel trials: processes each
-    admission.check_fits(section, resources, ray_api.node_resources(), available, workers)
+    workers = max(train_run.workers_of(p.config) for p in plans)  # data-parallel trials: processes each
+    admission.check_fits(section, resources, connect.node_resources(), available, workers)
 
     folder = records.section_dir(results, section.id)
     tune_name, storage = f"section-{section.id}", options.storage or str(results / "tune")
-    resume = options.resume and folder.exists() and ray_api.can_resume(storage, tune_name)
+    resume = options.resume and folder.exists() and tune_section.can_resume(storage, tune_name)
     if folder.exists() and not resume:  # an unfinished earlier attempt: its trials rerun from the start
         for stale in ("trials.jsonl", "trials.json", "section.json", "rows.jsonl"):
             (folder / stale).unlink(missing_ok=True)
@@ -255,7 +253,7 @@ def _run_section(
     # those need one Tune trial per expgrid trial.
     packable = study.scheduler_of(section).kind == "fifo" and section.select != "best_epoch" and workers == 1
     max_concurrent = admission.admitted_at_once(max_concurrent, resources, available, workers)
-    pack = packing.trials_per_pack(len(plans), admission.concurrent_slots(resources, available, max_concurrent), packable)
+    pack = tune_section.trials_per_pack(len(plans), admission.concurrent_slots(resources, available, max_concurrent), packable)
     progress = ProgressLine(f"{section.id} {section.name}", len(plans), study.metric, options.stream)
     events = SectionEvents(study, section, trials, results, tracker, progress, stop,
                            describe=lambda trial: _describe(study, trial, section.select))
@@ -264,7 +262,7 @@ def _run_section(
     for trial in trials:  # the log starts afresh: it gets the trials that ended before a resume too
         if trial.index in ended_before:
             events.log.trial_ended(trial)
-    tune_section = ray_api.TuneSection(
+    section_run = tune_section.TuneSection(
         name=tune_name,
         storage_path=storage,
         trials=trial_params,
@@ -283,7 +281,7 @@ def _run_section(
     )
     events.storage = storage
     # A stop asked for while Ray started or the data loaded: no Tune run to start.
-    seconds = 0.0 if stop.requested else _run_trials(tune_section, events, out)
+    seconds = 0.0 if stop.requested else _run_trials(section_run, events, out)
     if events.fault is not None:
         progress.close(note=f"stopped: {events.fault.strerror}")
         with contextlib.suppress(OSError):
@@ -339,10 +337,10 @@ def _run_trials(tune_section: Any, events: SectionEvents, out: TextIO) -> float:
     while the disk filled up, say) is set aside, and the trials that had not ended start again
     from their first epoch; resumed trials whose checkpoints Tune had lost run again after it
     (:func:`_recovery`)."""
-    from cluster import ray_api
+    from cluster.tune_section import run_section, set_aside
 
     try:
-        seconds = ray_api.run_section(tune_section, events)
+        seconds = run_section(tune_section, events)
     except Exception as e:
         failure = durable.storage_failure(e, tune_section.storage_path)
         if failure is not None:
@@ -351,7 +349,7 @@ def _run_trials(tune_section: Any, events: SectionEvents, out: TextIO) -> float:
             return 0.0  # Tune wraps such errors in its own; the caller reports the OS error
         if not (tune_section.resume and not events.heard):
             raise
-        aside = ray_api.set_aside(tune_section.storage_path, tune_section.name)
+        aside = set_aside(tune_section.storage_path, tune_section.name)
         print(f"warning: Tune cannot restore section {events.section.id}'s saved state ({type(e).__name__}: "
               f"{str(e)[:200]}); it was moved to {aside}, and the trials that had not ended start again",
               file=out)  # fmt: skip
@@ -365,20 +363,20 @@ def _run_trials(tune_section: Any, events: SectionEvents, out: TextIO) -> float:
 def _recovery(tune_section: Any, events: SectionEvents, out: TextIO) -> Any:
     """A Tune run of the resumed trials whose checkpoints Tune had lost: each from its newest
     checkpoint left on disk (a packed trial, or one with none left, from its first epoch)."""
-    from cluster import ray_api
+    from cluster.tune_section import newest_checkpoint, set_aside
 
     lost, events.lost_checkpoints = sorted(events.lost_checkpoints), set()
     trials = []
     for trial in tune_section.trials:
         if trial["index"] in lost:
-            newest = None if tune_section.pack > 1 else ray_api.newest_checkpoint(
+            newest = None if tune_section.pack > 1 else newest_checkpoint(
                 tune_section.storage_path, tune_section.name, trial["index"])  # fmt: skip
             trials.append({**trial, "restore_from": newest})
             where = f"its checkpoint {Path(newest).name}" if newest else "its first epoch"
             print(f"warning: section {events.section.id}: trial {trial['index']}'s checkpoint in Tune's saved state "
                   f"was gone (the driver was killed as Tune replaced it); it goes on from {where}", file=out)  # fmt: skip
     name = f"{tune_section.name}-recovered"
-    ray_api.set_aside(tune_section.storage_path, name)
+    set_aside(tune_section.storage_path, name)
     return dataclasses.replace(tune_section, name=name, trials=trials, resume=False, pack=1)
 
 

@@ -135,9 +135,9 @@ class SectionEvents:
 
     def _checkpoint_lost(self, index: int, error: str | None) -> bool:
         """A resumed trial whose checkpoint Tune's saved state names but storage no longer has
-        (see ``ray_api.LOST_CHECKPOINT``) did not fail: the runner starts it again after Tune's
+        (see ``tune_section.LOST_CHECKPOINT``) did not fail: the runner starts it again after Tune's
         run, from its newest checkpoint on disk."""
-        from cluster.ray_api import LOST_CHECKPOINT
+        from cluster.tune_section import LOST_CHECKPOINT
 
         if error is None or LOST_CHECKPOINT not in error:
             return False

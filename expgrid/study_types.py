@@ -51,14 +51,14 @@ from typing import Any
 @dataclasses.dataclass(frozen=True)
 class Resources:
     """What one trial reserves: CPUs (fractions allowed) and GPUs (a fraction, whole GPUs, or
-    ``"auto"``: measured by a short dry run, see ``cluster.packing``)."""
+    ``"auto"``: measured by a short dry run, see ``cluster.gpu``)."""
 
     cpu: float = 1.0
     gpu: float | str = 0.0
 
     def as_ray(self) -> dict[str, float]:
         if self.gpu == "auto":
-            raise ValueError("resolve gpu: auto (cluster.packing) before asking Ray for it")
+            raise ValueError("resolve gpu: auto (cluster.gpu) before asking Ray for it")
         return {"cpu": self.cpu, "gpu": float(self.gpu)}
 
 
@@ -68,7 +68,7 @@ class Scheduler:
     (epochs grace_period · reduction_factorᵏ), comparing them by the study metric."""
 
     kind: str = "fifo"
-    grace_period: int | None = None  # None: about max_t / 15, at least 1 (see cluster.ray_api)
+    grace_period: int | None = None  # None: about max_t / 15, at least 1 (see cluster.tune_section)
     reduction_factor: float = 3.0
     brackets: int = 1
 

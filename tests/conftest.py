@@ -27,11 +27,11 @@ def ray_session():
     starts one (loopback only, token auth on)."""
     import ray
 
-    from cluster import ray_api
+    from cluster import connect
 
-    ray_api.connect(num_cpus=2)
+    connect.connect(num_cpus=2)
     yield ray
-    ray_api.shutdown()
+    connect.shutdown()
 
 
 @pytest.fixture

@@ -1,73 +1,63 @@
-"""The two places where ``cluster.ray_api`` changes how Tune works (both for section start-up
-and end costs, see bench/overhead.py): they are in effect with the installed Ray, and they
-leave nothing behind. If a Ray upgrade moves the internals they rely on, the adapter falls
-back to Tune's own code and these tests say so."""
+"""What the trials and the cluster see of expgrid's Ray adapter, with its patches in effect (the
+test session's driver applies them, as `expgrid run` does): trials get the variable Tune sets
+for them and load nothing of the driver's side; a variable Tune passes on still reaches them;
+a section's end gives every CPU back."""
 
 from __future__ import annotations
 
 import io
-import textwrap
 import time
 
-from ray.tune.execution import class_cache
-from ray.tune.execution.tune_controller import TuneController
-from ray.tune.trainable.function_trainable import wrap_function
-
-import cluster.ray_api  # noqa: F401 - its import changes Tune (what these tests check)
 from expgrid.runner import RunOptions, prepare, run_study
 
-
-def _noop(config):
-    return None
-
-
-def test_trial_actors_get_no_runtime_env_unless_something_must_be_passed_on(monkeypatch):
-    for name in class_cache.ENV_VARS_TO_PROPAGATE:
-        monkeypatch.delenv(name, raising=False)
-    plain = class_cache._ActorClassCache().get(wrap_function(_noop))
-    assert plain._default_options.get("runtime_env") is None  # so Ray's idle workers can take them
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")  # e.g. for s3:// checkpoint storage
-    passed_on = class_cache._ActorClassCache().get(wrap_function(_noop))
-    assert passed_on._default_options["runtime_env"]["env_vars"]["AWS_ACCESS_KEY_ID"] == "key"
-
-
-ENV_PROBE = """
+PROBE = """
 import os
+import sys
 
 import expgrid
 
+DRIVER_SIDE = ("cluster.tune_section", "cluster.connect", "cluster.patches", "cluster.gpu", "expgrid.runner")
+
 
 def probe(config):
-    expgrid.report({"epoch": 1, "score": float(os.environ.get("PL_DISABLE_FORK") == "1")})
+    loaded = [name for name in DRIVER_SIDE if name in sys.modules]
+    for epoch in (1, 2):
+        expgrid.report({"epoch": epoch, "score": float(os.environ.get("PL_DISABLE_FORK") == "1"),
+                        "driver_side_loaded": float(len(loaded)), "trial_side_loaded": float("cluster.trial_side" in sys.modules),
+                        "aws_key_seen": float(os.environ.get("AWS_ACCESS_KEY_ID") == "key-of-this-test")})
 """
 
 
-def test_trials_still_see_the_variable_tune_sets_for_them(ray_session, tmp_path, monkeypatch):
-    (tmp_path / "env_probe.py").write_text(ENV_PROBE)
+def _run_probe(tmp_path, monkeypatch, name: str, xs: list[int]):
+    (tmp_path / "env_probe.py").write_text(PROBE)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    (tmp_path / "env.yaml").write_text(
-        "study: env\ntrainable: env_probe:probe\nmetric: score\nsections:\n  - {id: a, grid: {x: [1, 2]}}\n"
+    (tmp_path / f"{name}.yaml").write_text(
+        f"study: {name}\ntrainable: env_probe:probe\nmetric: score\nsections:\n  - {{id: a, grid: {{x: {xs}}}}}\n"
     )
-    study, spec = prepare(tmp_path / "env.yaml")
-    outcome = run_study(study, spec, RunOptions(results_dir=tmp_path / "r", stream=io.StringIO()))
-    assert [t.history[-1]["score"] for t in outcome.sections[0].trials] == [1.0, 1.0]
+    study, spec = prepare(tmp_path / f"{name}.yaml")
+    outcome = run_study(study, spec, RunOptions(results_dir=tmp_path / name, stream=io.StringIO()))
+    return [t.history[-1] for t in outcome.sections[0].trials]
 
 
-def test_a_section_end_kills_every_trial_actor_and_frees_its_resources(ray_session, write_study, tmp_path):
-    assert TuneController._cleanup_trials.__module__ == "cluster.ray_api"  # in effect with this Ray
-    study, spec = prepare(write_study(textwrap.dedent("""
-        study: cleanup
-        trainable: toy
-        metric: score
-        defaults: {epochs: 2}
-        sections:
-          - {id: a, grid: {x: [1, 2, 3, 4, 5, 6]}}
-    """)))
-    run_study(study, spec, RunOptions(results_dir=tmp_path / "r", stream=io.StringIO()))
+def test_trials_see_pl_disable_fork_load_only_the_trial_side_and_a_section_end_frees_every_cpu(
+        ray_session, tmp_path, monkeypatch):  # fmt: skip
+    # Six trials on 2 CPUs: reused actors, and actors Tune asked for still starting at the end.
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    rows = _run_probe(tmp_path, monkeypatch, "env", [1, 2, 3, 4, 5, 6])
+    assert [r["score"] for r in rows] == [1.0] * 6  # PL_DISABLE_FORK=1, as Tune gives its actors
+    assert [r["trial_side_loaded"] for r in rows] == [1.0] * 6
+    assert [r["driver_side_loaded"] for r in rows] == [0.0] * 6  # no Tune section, patches, runner
     total = ray_session.cluster_resources()["CPU"]
     deadline = time.monotonic() + 10
     while ray_session.available_resources().get("CPU", 0.0) < total and time.monotonic() < deadline:
         time.sleep(0.2)
     assert ray_session.available_resources().get("CPU", 0.0) == total
+
+
+def test_a_variable_tune_passes_on_to_trials_still_reaches_them(ray_session, tmp_path, monkeypatch):
+    # Set after the test session's Ray started, so its workers do not have it: only Tune's
+    # runtime env for the trial actors brings it (e.g. credentials for s3:// checkpoint storage).
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key-of-this-test")
+    rows = _run_probe(tmp_path, monkeypatch, "aws", [1, 2])
+    assert [(r["aws_key_seen"], r["score"]) for r in rows] == [(1.0, 1.0)] * 2

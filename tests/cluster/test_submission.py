@@ -47,11 +47,22 @@ def cluster_config():
 
 
 def test_the_cluster_yaml_passes_rays_validation(cluster_config):
-    from ray.autoscaler._private.util import prepare_config, validate_config
+    # The JSON schema `ray up` validates a cluster file against, as the Ray package ships it,
+    # and the checks `ray up` makes beside it: the head's type is one of the node types, and
+    # each type's min_workers ≤ max_workers ≤ the cluster's max_workers.
+    from importlib import resources
 
-    prepared = prepare_config(cluster_config)  # fills in Ray's AWS defaults, as `ray up` does
-    validate_config(prepared)  # the schema, head_node_type, min_workers ≤ max_workers, …
-    assert prepared["provider"]["type"] == "aws"
+    import jsonschema
+
+    schema = json.loads((resources.files("ray.autoscaler") / "ray-schema.json").read_text())
+    jsonschema.validate(cluster_config, schema)
+    with pytest.raises(jsonschema.ValidationError):  # the schema is strict enough to catch a typo
+        jsonschema.validate({**cluster_config, "max_worker": cluster_config["max_workers"]}, schema)
+    assert cluster_config["provider"]["type"] == "aws"
+    types = cluster_config["available_node_types"]
+    assert cluster_config["head_node_type"] in types
+    for name, node_type in types.items():
+        assert node_type.get("min_workers", 0) <= node_type.get("max_workers", 0) <= cluster_config["max_workers"], name
 
 
 def test_the_head_has_no_gpu_and_the_workers_do(cluster_config):

@@ -44,18 +44,18 @@ def _seen(data):
 def _ranks(config, data):
     import torch.distributed as dist
 
-    from cluster import ray_api
+    from cluster import trial_side
 
     rank = dist.get_rank() if dist.is_initialized() else 0
-    Path(config["out"], f"rank{rank}.json").write_text(json.dumps({"fetched": list(ray_api._fetched), **_seen(data)}))
+    Path(config["out"], f"rank{rank}.json").write_text(json.dumps({"fetched": list(trial_side._fetched), **_seen(data)}))
     expgrid.report({"epoch": 1, "score": 1.0})
 
 
 def train(config, data):
     if config["workers"] > 1:
-        from cluster import ray_api
+        from cluster import trial_side
 
-        Path(config["out"], "trial.json").write_text(json.dumps({"fetched": list(ray_api._fetched)}))
+        Path(config["out"], "trial.json").write_text(json.dumps({"fetched": list(trial_side._fetched)}))
         expgrid.data_parallel(_ranks, config, data)
         return
     expgrid.report({"epoch": 1, "score": float(config["x"]), **_seen(data)})

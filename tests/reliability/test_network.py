@@ -2,7 +2,7 @@
 clients without its token; a driver SIGKILLed leaves nothing running after the next local start;
 an `--address` where no Ray answers fails within the connect timeout, with one line.
 
-The local Rays here are real (`expgrid run --local`, `ray_api.connect()` in subprocesses); other
+The local Rays here are real (`expgrid run --local`, `connect.connect()` in subprocesses); other
 Ray instances run on the same machine (the test session's, other users'), so a Ray's processes
 are found from its driver: the driver's process tree, which holds every Ray process it started.
 """
@@ -215,13 +215,13 @@ def test_a_local_study_listens_on_loopback_only_and_refuses_clients_without_the_
 DRIVER = textwrap.dedent("""
     import sys, time
     import ray
-    from cluster import ray_api
-    ray_api.connect(num_cpus=1)
+    from cluster import connect
+    connect.connect(num_cpus=1)
     ray.get(ray.remote(lambda: 1).remote())  # a worker started too
     print("READY", flush=True)
     if sys.argv[1] == "wait":
         time.sleep(600)
-    ray_api.shutdown()
+    connect.shutdown()
 """)
 
 

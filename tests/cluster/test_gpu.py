@@ -2,8 +2,7 @@ import io
 
 import pytest
 
-from cluster import packing
-from cluster.packing import gpu_fraction, resolve, trials_per_gpu
+from cluster.gpu import gpu_fraction, resolve, trials_per_gpu
 from expgrid.planning import TrialPlan
 from expgrid.study import Resources
 from expgrid.trainable_lookup import resolve_trainable
@@ -39,13 +38,3 @@ def test_gpu_auto_without_gpus_runs_cpu_trials():
     out = io.StringIO()
     res = resolve(Resources(cpu=2, gpu="auto"), None, [], {"cpu": 2, "gpu": 0}, stream=out)
     assert res == {"cpu": 2, "gpu": 0.0} and "no GPU" in out.getvalue()
-
-
-def test_small_fifo_sections_are_not_packed_and_large_ones_keep_four_packs_per_slot():
-    slots = packing.concurrent_slots({"cpu": 1.0, "gpu": 0.0}, {"cpu": 2.0, "gpu": 0.0}, None)
-    assert slots == 2
-    assert packing.trials_per_pack(5, slots, packable=True) == 1
-    assert packing.trials_per_pack(100, slots, packable=True) == 12  # 9 packs: 4+ per slot
-    assert packing.trials_per_pack(100, slots, packable=False) == 1  # ASHA / best-epoch sections
-    assert packing.concurrent_slots({"cpu": 1.0, "gpu": 0.25}, {"cpu": 8.0, "gpu": 1.0}, None) == 4
-    assert packing.concurrent_slots({"cpu": 1.0, "gpu": 0.0}, {"cpu": 8.0, "gpu": 0.0}, 3) == 3

@@ -1,4 +1,4 @@
-"""Fractional-GPU packing: how much of a GPU one trial reserves.
+"""GPU sizing: how much of a GPU one trial reserves.
 
 ``resources: {gpu: 0.25}`` packs four trials per GPU as given. ``gpu: auto`` measures one trial's
 peak CUDA memory in a short dry run (one epoch, per distinct model × batch size of the section)
@@ -14,7 +14,6 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from expgrid.admission import concurrent_slots  # noqa: F401 - packing's callers use it here too
 from expgrid.study import Resources
 
 HEADROOM = 0.15  # share of GPU memory left free: allocator fragmentation, CUDA context, spikes
@@ -55,9 +54,7 @@ def resolve(
         print("  gpu: auto — this cluster has no GPU; trials run on CPU", file=out)
         return {"cpu": resources.cpu, "gpu": 0.0}
     if measure is None:
-        from cluster import ray_api
-
-        measure = ray_api.measure_gpu_peak
+        measure = measure_gpu_peak
     peaks = []
     seen: set[str] = set()
     for plan in plans:
@@ -77,7 +74,7 @@ def resolve(
 def dry_run_peak(ref: str, config: dict[str, Any], data: Any) -> tuple[int, int]:
     """Run one epoch of the trainable on this process's GPU; return (peak bytes, GPU bytes).
 
-    Runs inside a Ray task that holds one whole GPU (see ``cluster.ray_api.measure_gpu_peak``)."""
+    Runs inside a Ray task that holds one whole GPU (see ``measure_gpu_peak``)."""
     import torch
 
     import expgrid.reporter as reporter
@@ -97,17 +94,12 @@ def dry_run_peak(ref: str, config: dict[str, Any], data: Any) -> tuple[int, int]
     return int(torch.cuda.max_memory_allocated()), int(torch.cuda.get_device_properties(0).total_memory)
 
 
-# Packs per concurrent slot: enough packs that slots finishing early take the remaining ones
-# (trials of a grid can differ a lot in length), few enough that Tune's ~0.2 s per scheduled
-# trial is paid rarely.
-PACKS_PER_SLOT = 4
+def measure_gpu_peak(ref: str, config: dict[str, Any], data: Any) -> tuple[int, int]:
+    """Peak CUDA memory of one trial epoch, measured on a GPU of the cluster (a whole-GPU task).
 
+    ``data``: the object reference of the section's data (``share``), which Ray resolves as the
+    task's argument (or the data itself, or None)."""
+    import ray
 
-def trials_per_pack(n_trials: int, slots: int, packable: bool) -> int:
-    """How many trials each Tune trial runs in turn (see cluster.ray_api, "Packs").
-
-    1 when the section is not packable (ASHA needs each trial scheduled on its own; a best-epoch
-    section keeps each trial's best checkpoint), or too small for packing to matter."""
-    if not packable:
-        return 1
-    return max(1, n_trials // (slots * PACKS_PER_SLOT))
+    task = ray.remote(num_gpus=1, num_cpus=1)(dry_run_peak)
+    return ray.get(task.remote(ref, config, data))

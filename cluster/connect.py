@@ -1,0 +1,158 @@
+"""Connecting the driver to Ray: a private local Ray, or a running cluster (``--address``);
+its resources; shutting down. Driver only.
+
+Connecting applies the patches of cluster/patches.py (the driver's, before Tune runs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+
+# isort: split
+# First: Ray reads at import what keeps a local Ray on 127.0.0.1 (see cluster/local_ray.py).
+from cluster import attach, local_ray
+
+# isort: split
+import ray
+
+from cluster import patches
+
+
+def connect(
+    address: str | None = None,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    connect_timeout: float = 30.0,
+) -> dict[str, float]:
+    """Start a private local Ray (address None) or attach to a running cluster; return its resources.
+
+    A local Ray listens on 127.0.0.1 only and keeps Ray's token authentication (Ray's default);
+    what an earlier expgrid driver that died left of its local Ray is stopped first. Attaching
+    fails within ``connect_timeout`` seconds, with one line naming the address, when no Ray
+    cluster answers there (``attach.ClusterUnreachable``). A session already connected (a
+    test's ``ray.init``, ``ray submit``) is used as it is."""
+    patches.apply()
+    if not ray.is_initialized():
+        if address is None and os.environ.get("RAY_ADDRESS"):
+            address = "auto"  # what ray.init does with $RAY_ADDRESS; probed like any address
+        with _keeping_sigterm_handler():
+            if address is None:
+                _start_local(num_cpus, num_gpus)
+            else:
+                _attach(address, connect_timeout)
+    return cluster_resources()
+
+
+class _WithoutOptOutAdvice(logging.Filter):
+    """Ray logs "Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled
+    to opt out" at every start of a local Ray (and attach with `auto`) where the user has not
+    set RAY_AUTH_MODE: at every expgrid run, advising to switch off what keeps it safe. Only that
+    message is dropped; README.md says what the token protects and where it is kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
+logging.getLogger(patches.TOKEN_SETUP_LOGGER).addFilter(_WithoutOptOutAdvice())
+
+
+@contextlib.contextmanager
+def _keeping_sigterm_handler() -> Iterator[None]:
+    """ray.init replaces the process's SIGTERM handler with its own (sys.exit). A handler the
+    caller installed (e.g. expgrid's own interrupt handling) is put back; Python's default is
+    left replaced, so that SIGTERM still shuts Ray down cleanly (atexit)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if callable(before):
+            signal.signal(signal.SIGTERM, before)
+
+
+def _is_loopback(ip: str) -> bool:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+def _start_local(num_cpus: int | None, num_gpus: int | None) -> None:
+    # Public, and what ray.init is about to give the new node: 127.0.0.1 unless Ray was imported
+    # before cluster.local_ray set it up (or the user switched multi-node clusters on).
+    node_ip = ray.util.get_node_ip_address()
+    if not _is_loopback(node_ip):
+        raise local_ray.NotLoopback(node_ip)
+    local_ray.clean_up_orphans()
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        print(f"warning: RAY_AUTH_MODE={os.environ['RAY_AUTH_MODE']}: this local Ray runs without token "
+              "authentication, so any process of this machine can run code in it; unset RAY_AUTH_MODE to keep "
+              "Ray's default", file=sys.stderr)  # fmt: skip
+    with local_ray.marked_start() as marker:
+        context = ray.init(
+            address="local",  # a new private instance, never one found on the machine
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            dashboard_host="127.0.0.1",
+            log_to_driver=False,  # trial output goes to Ray's log files, not over the progress line
+            logging_level=logging.WARNING,
+            configure_logging=True,
+        )
+    local_ray.record(marker, (getattr(context, "address_info", None) or {}).get("session_dir"))
+    local_ray.keep_token_to_owner()
+
+
+def _attach(address: str, timeout: float) -> None:
+    target = attach.resolve(address)
+    shown = address if target == address else f"{address} ({target})"  # `auto (10.0.0.5:6379)`
+    attach.probe(shown, target, timeout, with_token=attach.sends_token(address))
+    try:
+        # The address as given: Ray sends its token unasked only to `auto` (the machine's own
+        # Ray), never to an address typed in.
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, configure_logging=True)
+    except (ConnectionError, RuntimeError, TimeoutError, ray.exceptions.RayError) as e:
+        raise attach.ClusterUnreachable(shown, _attach_problem(e)) from None
+
+
+def _attach_problem(error: BaseException) -> str:
+    chain: list[BaseException] = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    # Ray raises AuthenticationError, or a RuntimeError holding the traceback of one as text.
+    if any(type(e).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(e) for e in chain):
+        return f"the cluster refused this driver's token (missing or wrong); {attach.TOKEN_ADVICE}"
+    first = next((str(e).strip().splitlines()[0] for e in reversed(chain) if str(e).strip()), type(chain[0]).__name__)
+    return f"could not attach ({first[:300]})"
+
+
+def cluster_resources() -> dict[str, float]:
+    res = ray.cluster_resources()
+    return {"cpu": float(res.get("CPU", 0.0)), "gpu": float(res.get("GPU", 0.0))}
+
+
+def node_resources() -> list[dict[str, float]]:
+    """CPUs and GPUs of each alive node (for "does one trial fit on some node")."""
+    return [
+        {"cpu": float(n["Resources"].get("CPU", 0.0)), "gpu": float(n["Resources"].get("GPU", 0.0))}
+        for n in ray.nodes()
+        if n.get("Alive")
+    ]
+
+
+def shutdown() -> None:
+    if ray.is_initialized():
+        ray.shutdown()
+    local_ray.forget()  # the record of a local Ray this process started, if any
+
