@@ -50,6 +50,7 @@ def _swept(trials: list[dict]) -> list[dict]:
 def test_cifar10_study_smoke(ray_session, data_root, tmp_path):
     sections = _smoke("cifar10", data_root, tmp_path / "r", ray_session.get_runtime_context().gcs_address)
     assert sorted(sections) == ["1", "2", "3"]
+    assert sorted(p.name for p in (tmp_path / "r" / "logs").iterdir()) == ["log_sec1.txt", "log_sec2.txt", "log_sec3.txt"]
     assert all(len(t) == 2 and all(x["history"][-1]["epoch"] == 1 for x in t) for t in sections.values())
     # Zipped optimiser settings vary together, crossed with the dropout grid.
     assert _swept(sections["1"]) == [

@@ -36,4 +36,7 @@ SPEC = TrainableSpec(
     check_data=f"{_TRAIN}:check_data",
     smoke=CLASSIFY_SMOKE,
     catalogue=catalogue,
+    # The coursework's per-section log file (logs/log_sec{S}_q{Q}.txt), as before the trainables
+    # provided it: one format for every built-in trainable.
+    section_log="trainables.reid.section_log:SectionLog",
 )
