@@ -29,7 +29,7 @@ from expgrid.progress import ProgressLine
 from expgrid.records import FAILED, INTERRUPTED, RUNNING, TrialRecord
 from expgrid.run_options import RunOptions
 from expgrid.section_events import SectionEvents
-from expgrid.stopping import MLFLOW_STATUS
+from expgrid.stopping import MLFLOW_STATUS, section_mlflow_status
 from expgrid.study import load_study
 from expgrid.study_types import Resources, Section, Study
 from expgrid.tracking import Tracker, default_tracking_uri
@@ -319,7 +319,7 @@ def _run_section(
     best_row = best.selected(study.metric, study.mode, section.select) if best else {}
     tracker.end_section(
         section.id,
-        "FINISHED" if best else "FAILED",
+        section_mlflow_status(best is not None),
         {f"best_{study.metric}": (best_row or {}).get(study.metric, math.nan), "seconds": seconds},
         {"best_config.json": summary["best"] or {}, **log_artifacts(events.log),
          **{f"report/{p.name}": p for p in report_files}},  # fmt: skip

@@ -35,6 +35,11 @@ MLFLOW_STATUS = {
 }
 
 
+def section_mlflow_status(has_best: bool) -> str:
+    """A finished section's MLflow status: FINISHED when some trial was scored, else FAILED."""
+    return "FINISHED" if has_best else "FAILED"
+
+
 @dataclasses.dataclass(frozen=True)
 class TrialRules:
     """What a trial checks on every report (plain data: it travels to Ray workers)."""

@@ -22,7 +22,7 @@ from expgrid import records
 from expgrid.config import flatten
 from expgrid.logfiles import log_path
 from expgrid.records import TrialRecord
-from expgrid.stopping import INTERRUPTED, MLFLOW_STATUS
+from expgrid.stopping import INTERRUPTED, MLFLOW_STATUS, section_mlflow_status
 from expgrid.study import is_number
 from expgrid.tracking.layout import artifact_text, epoch_points, params_of, trial_run_name
 from expgrid.tracking.ledger import Ledger
@@ -113,7 +113,7 @@ def _section_record(results: Path, section_id: str) -> RunRecord | None:
     artifacts.update(_log_and_report(results, section_id))
     tags = {"expgrid.kind": "section", "expgrid.section_id": section_id, "expgrid.section_name": name,
             "expgrid.best_trial": str(best["index"]) if best else "none"}  # fmt: skip
-    return RunRecord(section_id, "section", f"{section_id} {name}", "FINISHED" if best else "FAILED", params_of(fixed),
+    return RunRecord(section_id, "section", f"{section_id} {name}", section_mlflow_status(bool(best)), params_of(fixed),
                      tags, metrics, artifacts, children=[_trial_record(results, section_id, t) for t in trials])  # fmt: skip
 
 
