@@ -81,6 +81,7 @@ class TuneSection:
     metric: str = ""
     mode: str = "max"
     keep_best_by: str | None = None  # keep the checkpoint with the best value of this metric too
+    keep_best_mode: str | None = None  # keep_best_by's direction (a select monitor's may differ); None: mode
     pack: int = 1  # trials per Tune trial (see "Packs" above); 1 for ASHA and best-epoch sections
     resume: bool = False  # restore the experiment at storage_path/name (unfinished and errored trials go on)
 
@@ -337,7 +338,7 @@ def run_section(section: TuneSection, events: TrialEvents) -> float:
                 "storage_path": section.storage_path,
                 "max_failures": section.max_failures,
                 "keep_best_by": section.keep_best_by,
-                "mode": section.mode,
+                "mode": section.keep_best_mode or section.mode,
             }
     data_parallel = any("train" in t for t in section.trials)
     trainable = _tune_trainable(section)
@@ -376,7 +377,7 @@ def run_section(section: TuneSection, events: TrialEvents) -> float:
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=1,
                 checkpoint_score_attribute=section.keep_best_by,
-                checkpoint_score_order=section.mode,
+                checkpoint_score_order=section.keep_best_mode or section.mode,
             ),
         ),
     )

@@ -176,7 +176,8 @@ SMOKE_TRIALS = 2  # trials per section in a smoke run: the first ones of its swe
 def fingerprint(study: Study, section: Section, plans: list[TrialPlan]) -> str:
     """Changes when anything that decides the section's trials or its best trial changes."""
     blob = json.dumps(
-        {"metric": study.metric, "mode": study.mode, "select": section.select, "trials": [p.config for p in plans]},
+        {"metric": study.metric, "mode": study.mode, "select": section.select.to_json(),
+         "trials": [p.config for p in plans]},
         sort_keys=True,
         default=str,
     )
@@ -209,6 +210,11 @@ def _check(study: Study, spec: TrainableSpec) -> None:
             field = "early_stopping.monitor" if section is None else f"sections[{i}].early_stopping.monitor"
             if rule is not None and rule.monitor not in spec.metrics:
                 raise ConfigError(field, f"a metric trainable {spec.name!r} reports: one of {', '.join(spec.metrics)}", rule.monitor)
+        for i, section in enumerate(study.sections):
+            monitor = section.select.monitor
+            if monitor is not None and monitor not in spec.metrics:
+                raise ConfigError(f"sections[{i}].select.best_epoch",
+                                  f"a metric trainable {spec.name!r} reports: one of {', '.join(spec.metrics)}", monitor)  # fmt: skip
     if spec.defaults is not None:
         _check_names(study, spec)
     for i, section in enumerate(study.sections):
@@ -384,7 +390,9 @@ def trial_rules(study: Study, section: Section, config: Mapping[str, Any], max_t
     return TrialRules(
         metric=study.metric,
         mode=study.mode,
-        keep_best_checkpoint=section.select == "best_epoch",
+        keep_best_checkpoint=section.select.best_epoch,
+        select_monitor=section.select.monitor,
+        select_mode=section.select.mode,
         monitor=stopping.monitor if stopping else None,
         monitor_mode=stopping.mode if stopping else "min",
         patience=stopping.patience if stopping else 0,

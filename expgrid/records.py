@@ -30,7 +30,9 @@ from expgrid.stopping import (
     INTERRUPTED,
     SCORED,
     is_finite_number,
+    selection_value,
 )
+from expgrid.study_types import Selection
 
 RUNNING = "running"
 PENDING = "pending"
@@ -71,16 +73,22 @@ class TrialRecord:
             self.history[:] = [r for r in self.history if int(r.get("epoch", 0)) < epoch]
         self.history.append(row)
 
-    def selected(self, metric: str, mode: str, select: str) -> dict[str, Any] | None:
-        """The epoch that represents this trial: its last, or its best by ``metric``."""
+    def selected(self, metric: str, mode: str, select: str | Selection) -> dict[str, Any] | None:
+        """The epoch that represents this trial: its last (when it reports a finite ``metric``),
+        or its best by the select monitor (``metric`` unless ``select`` names another) among the
+        epochs reporting both as finite numbers; the first of equal ones."""
+        select = Selection.of(select)
+        if select.best_epoch:
+            monitor, monitor_mode = select.by(metric, mode)
+            rows = [(v, r) for r in self.history if (v := selection_value(r, metric, monitor)) is not None]
+            if not rows:
+                return None
+            return (max if monitor_mode == "max" else min)(rows, key=lambda vr: vr[0])[1]
         rows = [r for r in self.history if is_finite_number(r.get(metric))]
-        if not rows:
-            return None
-        if select == "best_epoch":
-            return (max if mode == "max" else min)(rows, key=lambda r: r[metric])
-        return rows[-1] if self.history[-1] is rows[-1] else None
+        return rows[-1] if rows and self.history[-1] is rows[-1] else None
 
-    def score(self, metric: str, mode: str, select: str) -> float | None:
+    def score(self, metric: str, mode: str, select: str | Selection) -> float | None:
+        """The study metric at the selected epoch (None for a trial that cannot compete)."""
         row = self.selected(metric, mode, select) if self.status in SCORED else None
         return None if row is None else float(row[metric])
 
@@ -102,8 +110,9 @@ def ending(stop: str | None, error: str | None) -> str:
     return stop or COMPLETED
 
 
-def best_trial(trials: list[TrialRecord], metric: str, mode: str, select: str) -> TrialRecord | None:
-    """The best-scoring trial that was not failed or diverged; ties go to the earlier trial."""
+def best_trial(trials: list[TrialRecord], metric: str, mode: str, select: str | Selection) -> TrialRecord | None:
+    """The best-scoring trial that was not failed or diverged, by the study ``metric`` at each
+    trial's selected epoch (whatever monitor selected it); ties go to the earlier trial."""
     scored = [(t.score(metric, mode, select), t) for t in trials]
     scored = [(s, t) for s, t in scored if s is not None]
     if not scored:

@@ -251,7 +251,7 @@ def _run_section(
     max_concurrent = options.max_concurrent or section.max_concurrent or study.max_concurrent
     # ASHA decides per trial and a best-epoch section keeps each trial's best checkpoint in Tune:
     # those need one Tune trial per expgrid trial.
-    packable = study.scheduler_of(section).kind == "fifo" and section.select != "best_epoch" and workers == 1
+    packable = study.scheduler_of(section).kind == "fifo" and not section.select.best_epoch and workers == 1
     max_concurrent = admission.admitted_at_once(max_concurrent, resources, available, workers)
     pack = tune_section.trials_per_pack(len(plans), admission.concurrent_slots(resources, available, max_concurrent), packable)
     progress = ProgressLine(f"{section.id} {section.name}", len(plans), study.metric, options.stream)
@@ -275,7 +275,9 @@ def _run_section(
         max_t=max_t,
         metric=study.metric,
         mode=study.mode,
-        keep_best_by=study.metric if section.select == "best_epoch" else None,
+        # The checkpoint Tune keeps beside the latest: the select monitor's best epoch.
+        keep_best_by=section.select.by(study.metric, study.mode)[0] if section.select.best_epoch else None,
+        keep_best_mode=section.select.by(study.metric, study.mode)[1],
         pack=pack,
         resume=resume,
     )
@@ -307,7 +309,7 @@ def _run_section(
         "seconds": seconds,
         "metric": study.metric,
         "mode": study.mode,
-        "select": section.select,
+        "select": section.select.to_json(),
         "best": None if best is None else {
             "index": best.index, "swept": best.swept, "config": best.config,
             "metrics": best.selected(study.metric, study.mode, section.select),

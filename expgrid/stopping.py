@@ -2,7 +2,9 @@
 
 A :class:`Watcher` sees each epoch's metrics and says whether the trial must stop now
 (``diverged``: a NaN or infinite loss; ``early_stopped``: patience ran out) and whether this
-epoch is the best so far (so a ``best_epoch`` section checkpoints it). Deciding in the trial
+epoch is the best so far by the section's ``select`` monitor (so a ``best_epoch`` section
+checkpoints it). The driver picks each trial's best epoch by the same rule
+(:func:`selection_value`), so the checkpoint kept is the epoch the records select. Deciding in the trial
 means a stalled trial frees its slot at once, with no round trip to the driver.
 """
 
@@ -47,6 +49,10 @@ class TrialRules:
     metric: str
     mode: str
     keep_best_checkpoint: bool = False  # select: best_epoch
+    # select: {best_epoch: val_loss, mode: min}: the metric whose best value marks the best
+    # epoch, and its mode; None: the study metric and mode.
+    select_monitor: str | None = None
+    select_mode: str | None = None
     monitor: str | None = None  # early stopping
     monitor_mode: str = "min"
     patience: int = 0
@@ -71,22 +77,42 @@ class TrialRules:
         return cls(**{**data, "flush_epochs": frozenset(data.get("flush_epochs", ()))})
 
 
+class MissingMonitor(Exception):
+    """An epoch reported the study metric but not the ``select`` monitor: the trial fails, saying so
+    (a trainable that declares its metrics has this caught when the study is checked)."""
+
+
+def selection_value(row: dict[str, Any], metric: str, monitor: str) -> float | None:
+    """The monitor's value in an epoch row that can be selected: one reporting both the monitor
+    and the study metric (by which trials are then compared) as finite numbers; else None."""
+    value = row.get(monitor)
+    return float(value) if is_finite_number(value) and is_finite_number(row.get(metric)) else None
+
+
 class Watcher:
     def __init__(self, rules: TrialRules):
         self.rules = rules
         self.best_monitor: float | None = None
         self.stale = 0  # epochs since the monitor last improved
+        # The best value so far of the select monitor (the study metric unless `select` names one);
+        # the checkpoint state's key predates the select monitor.
         self.best_metric: float | None = None
 
     def observe(self, metrics: dict[str, Any]) -> tuple[str | None, bool]:
-        """(stop reason or None, whether this epoch is the best so far by the study metric)."""
+        """(stop reason or None, whether this epoch is the best so far by the select monitor)."""
         r = self.rules
         if any(_bad(v) for k, v in metrics.items() if "loss" in k) or _bad(metrics.get(r.metric)):
             return DIVERGED, False
+        selecting_by = r.select_monitor or r.metric
+        if r.select_monitor is not None and r.metric in metrics and r.select_monitor not in metrics:
+            reported = ", ".join(sorted(map(str, metrics)))
+            raise MissingMonitor(f"select: best_epoch monitor {r.select_monitor!r} is not in the epoch's report "
+                                 f"(it reports {reported})")  # fmt: skip
         best_now = False
-        value = metrics.get(r.metric)
-        if is_finite_number(value) and (self.best_metric is None or _better(value, self.best_metric, r.mode, 0.0)):
-            self.best_metric, best_now = float(value), True
+        value = selection_value(metrics, r.metric, selecting_by)
+        if value is not None and (self.best_metric is None
+                                  or _better(value, self.best_metric, r.select_mode or r.mode, 0.0)):  # fmt: skip
+            self.best_metric, best_now = value, True
         if r.monitor is not None and is_finite_number(metrics.get(r.monitor)):
             current = float(metrics[r.monitor])
             if self.best_monitor is None or _better(current, self.best_monitor, r.monitor_mode, r.min_delta):

@@ -6,6 +6,7 @@ The objects are ``expgrid.study_types`` (with the schema), the single-field chec
 
 from __future__ import annotations
 
+import dataclasses
 import types
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,7 +27,7 @@ from expgrid.study_checks import (
     check_string,
     is_number,
 )
-from expgrid.study_types import EarlyStopping, Resources, Sampled, Scheduler, Section, Study
+from expgrid.study_types import EarlyStopping, Resources, Sampled, Scheduler, Section, Selection, Study
 
 __all__ = [
     "SAFE_NAME",
@@ -37,6 +38,7 @@ __all__ = [
     "Sampled",
     "Scheduler",
     "Section",
+    "Selection",
     "Study",
     "is_number",
     "load_study",
@@ -136,9 +138,11 @@ def parse_study(raw: Any, path: str = "<study>", overrides: Mapping[str, Any] | 
     sections_raw = raw["sections"]
     if not isinstance(sections_raw, list) or not sections_raw:
         raise ConfigError("sections", "a non-empty list of sections", sections_raw)
+    metric = check_string(raw["metric"], "metric")
     sections: list[Section] = []
     for i, s in enumerate(sections_raw):
         section = _section(s, f"sections[{i}]")
+        section = dataclasses.replace(section, select=_settle_select(section.select, f"sections[{i}].select", metric, mode))
         if any(section.id == other.id for other in sections):
             raise ConfigError(f"sections[{i}].id", "section ids to be unique", section.id)
         earlier = {other.id for other in sections}
@@ -152,7 +156,7 @@ def parse_study(raw: Any, path: str = "<study>", overrides: Mapping[str, Any] | 
         name=check_safe_name(raw["study"], "study"),
         description=check_string(raw.get("description", ""), "description", allow_empty=True),
         trainable=check_string(raw["trainable"], "trainable"),
-        metric=check_string(raw["metric"], "metric"),
+        metric=metric,
         mode=mode,
         report=tuple(check_string(m, f"report[{j}]") for j, m in enumerate(check_list(raw.get("report", []), "report"))),
         seed=check_integer(raw.get("seed", 0), "seed"),
@@ -203,9 +207,7 @@ def _section(raw: Any, field: str) -> Section:
         inherit = tuple(str(x) for x in inherit)
     elif inherit not in ("previous", "none"):
         raise ConfigError(f"{field}.inherit", "previous, none, or a list of earlier section ids", inherit)
-    select = raw.get("select", "last_epoch")
-    if select not in SELECTS:
-        raise ConfigError(f"{field}.select", f"one of {', '.join(SELECTS)}", select)
+    select = _select(raw.get("select", "last_epoch"), f"{field}.select")
     epochs = raw.get("epochs")
     return Section(
         id=sid,
@@ -226,6 +228,41 @@ def _section(raw: Any, field: str) -> Section:
         resources=_resources(raw["resources"], f"{field}.resources") if "resources" in raw else None,
         max_concurrent=check_optional_positive(raw.get("max_concurrent"), f"{field}.max_concurrent"),
     )
+
+
+SELECT_FORMS = "last_epoch, best_epoch, or {best_epoch: METRIC, mode: min|max}"
+
+
+def _select(raw: Any, field: str) -> Selection:
+    """``last_epoch``, ``best_epoch`` (by the study metric), or ``{best_epoch: val_loss, mode: min}``:
+    each trial's epoch of lowest val_loss. The mode may be left out only for the study metric
+    (checked by :func:`_settle_select`, which knows it)."""
+    if isinstance(raw, str) and raw in SELECTS:
+        return Selection(epoch=raw)
+    if not isinstance(raw, Mapping):
+        raise ConfigError(field, f"one of {SELECT_FORMS}", raw)
+    check_known_keys(raw, {"best_epoch", "mode"}, field)
+    if "best_epoch" not in raw:
+        raise ConfigError(f"{field}.best_epoch", "the metric whose best value picks each trial's epoch, e.g. val_loss",
+                          None, show_got=False)  # fmt: skip
+    monitor = check_string(raw["best_epoch"], f"{field}.best_epoch")
+    mode = raw.get("mode")
+    if mode is not None and mode not in MODES:
+        raise ConfigError(f"{field}.mode", f"one of {', '.join(MODES)}", mode)
+    return Selection(epoch="best_epoch", monitor=monitor, mode=mode)
+
+
+def _settle_select(select: Selection, field: str, metric: str, mode: str) -> Selection:
+    """The study metric named as the monitor, in the study's mode, is plain ``best_epoch`` (one
+    spelling, one fingerprint); any other monitor needs its mode."""
+    if select.monitor is None:
+        return select
+    if select.monitor == metric and select.mode in (None, mode):
+        return Selection(epoch="best_epoch")
+    if select.mode is None:
+        raise ConfigError(f"{field}.mode", f"min or max: whether a lower or higher {select.monitor} is better",
+                          None, show_got=False)  # fmt: skip
+    return select
 
 
 def _sweep(raw: Any, field: str) -> tuple[tuple[str, tuple[Any, ...]], ...]:

@@ -23,7 +23,7 @@ The schema (documented for users in README.md, "Study files")::
         num_samples: 4                       # draws of `sample` per grid point
         fixed: {model.dropout: 0.3}          # set for this section only, not carried on
         epochs: 20                           # sets the `epochs` parameter
-        select: last_epoch                   # last_epoch | best_epoch
+        select: last_epoch                   # last_epoch | best_epoch | {best_epoch: val_loss, mode: min}
         scheduler: fifo                      # fifo | asha | {asha: {grace_period, reduction_factor, brackets}}
         early_stopping: {monitor: val_loss, mode: min, patience: 5, min_delta: 0}
         max_failures: 1                      # retries of a crashed trial, from its last checkpoint
@@ -84,6 +84,53 @@ class EarlyStopping:
 
 
 @dataclasses.dataclass(frozen=True)
+class Selection:
+    """Which epoch stands for a trial (``select``): its last, or its best by ``monitor``.
+
+    Trials are then compared by the study metric at those epochs, so the monitor that picks a
+    trial's epoch (``val_loss``, lowest) may differ from the metric that picks the section's best
+    trial (``val_accuracy``, highest). ``monitor`` None: the study metric, in the study's mode.
+    A best epoch is one that reports both the monitor and the study metric as finite numbers.
+    """
+
+    epoch: str = "last_epoch"  # last_epoch | best_epoch
+    monitor: str | None = None
+    mode: str | None = None  # the monitor's direction; None with monitor None: the study's mode
+
+    @property
+    def best_epoch(self) -> bool:
+        return self.epoch == "best_epoch"
+
+    def by(self, metric: str, mode: str) -> tuple[str, str]:
+        """The (metric, mode) that picks a best epoch, given the study's metric and mode."""
+        return self.monitor or metric, self.mode or mode
+
+    def words(self, metric: str, mode: str) -> str:
+        """How tables and titles name the epoch: "the last epoch", "the epoch of lowest val_loss"."""
+        if not self.best_epoch:
+            return "the last epoch"
+        monitor, monitor_mode = self.by(metric, mode)
+        return f"the epoch of {'highest' if monitor_mode == 'max' else 'lowest'} {monitor}"
+
+    def to_json(self) -> str | dict[str, str]:
+        """As the study file writes it: ``last_epoch``, ``best_epoch``, or ``{best_epoch: val_loss, mode: min}``."""
+        if self.monitor is None:
+            return self.epoch
+        return {"best_epoch": self.monitor, "mode": self.mode or ""}
+
+    @classmethod
+    def of(cls, value: Any) -> Selection:
+        """A selection from its JSON form (section.json, old ones held only the string) or itself."""
+        if isinstance(value, Selection):
+            return value
+        if value in ("last_epoch", "best_epoch"):
+            return cls(epoch=value)
+        if isinstance(value, Mapping) and isinstance(value.get("best_epoch"), str) and value.get("mode") in ("min", "max"):
+            return cls(epoch="best_epoch", monitor=value["best_epoch"], mode=value["mode"])
+        raise ValueError(f"not a select setting: {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
 class Sampled:
     """A parameter drawn at random: ``loguniform``/``uniform``/``randint`` [low, high] or ``choice``."""
 
@@ -103,7 +150,7 @@ class Section:
     fixed: Mapping[str, Any] = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
     inherit: str | tuple[str, ...] = "previous"
     epochs: int | None = None
-    select: str = "last_epoch"
+    select: Selection = Selection()
     scheduler: Scheduler | None = None  # None: the study's
     early_stopping: EarlyStopping | None = None  # None: the study's
     max_failures: int | None = None  # None: the study's

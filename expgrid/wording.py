@@ -8,22 +8,33 @@ from typing import Any, TextIO
 
 from expgrid.outcomes import StudyOutcome
 from expgrid.records import TrialRecord
-from expgrid.study_types import Study
+from expgrid.study_types import Selection, Study
 
 
 def short(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else json.dumps(value) if isinstance(value, list) else str(value)
 
 
-def describe(study: Study, trial: TrialRecord | None, select: str | None = None) -> str:
-    """A trial as the progress line and the section's end show it: its score and swept values."""
+def describe(study: Study, trial: TrialRecord | None, select: str | Selection | None = None) -> str:
+    """A trial as the progress line and the section's end show it: its score and swept values;
+    in a best-epoch section also the epoch that scored, and the monitor that chose it when that
+    is not the study metric (``0.84 at epoch 7, lowest val_loss 0.41 (optimizer.lr=0.01)``)."""
     if trial is None:
         return "none"
-    score = trial.score(study.metric, study.mode, select or "last_epoch")
+    select = Selection.of(select or "last_epoch")
+    scored = score = trial.score(study.metric, study.mode, select)
     if score is None and trial.history:
         score = trial.history[-1].get(study.metric)
     swept = ", ".join(f"{k}={short(v)}" for k, v in trial.swept.items())
-    return f"{short(score)} ({swept})" if score is not None else f"({swept})"
+    if score is None:
+        return f"({swept})"
+    row = trial.selected(study.metric, study.mode, select) if select.best_epoch and scored is not None else None
+    where = ""
+    if row is not None and "epoch" in row:
+        where = f" at epoch {row['epoch']}"
+        if select.monitor is not None:
+            where += f", {'highest' if select.mode == 'max' else 'lowest'} {select.monitor} {short(row[select.monitor])}"
+    return f"{short(score)}{where} ({swept})"
 
 
 def print_summary(study: Study, outcome: StudyOutcome, stream: TextIO | None = None) -> None:

@@ -122,8 +122,7 @@ def value_curve_figure(facts: StudyFacts, section: SectionResults) -> Figure | N
     ax.set_xscale(scale, **options)
     ax.set_xlabel(name)
     ax.set_ylabel(facts.metric)
-    epoch = "best" if section.select == "best_epoch" else "last"
-    ax.set_title(f"Section {section.id} — {section.name}: {facts.metric} at the {epoch} epoch")
+    ax.set_title(f"Section {section.id} — {section.name}: {facts.metric} at {section.select.words(facts.metric, facts.mode)}")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:  # nothing plotted when no trial reported the metric
         ax.legend(fontsize="small")

@@ -19,7 +19,7 @@ from expgrid import records
 from expgrid.config import get_path
 from expgrid.errors import ResultsError
 from expgrid.records import TrialRecord
-from expgrid.study import is_number
+from expgrid.study import Selection, is_number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +55,7 @@ class SectionResults:
     id: str
     name: str
     swept: tuple[str, ...]
-    select: str
+    select: Selection  # also given as its JSON form (section.json's "select"), read into a Selection
     # Swept name → its value in the section's base configuration (defaults + inherited best
     # values + fixed); None when unknown (results written before reports existed).
     reference: dict[str, Any] | None
@@ -63,6 +63,9 @@ class SectionResults:
     seconds: float
     best_index: int | None
     trials: list[TrialRecord]
+
+    def __post_init__(self) -> None:
+        self.select = Selection.of(self.select)
 
     @property
     def best(self) -> TrialRecord | None:
@@ -104,7 +107,7 @@ def section_from_saved(saved: Mapping[str, Any], trials: list[TrialRecord]) -> S
         id=str(saved["id"]),
         name=str(saved.get("name", saved["id"])),
         swept=tuple(swept),
-        select=saved.get("select", "last_epoch"),
+        select=Selection.of(saved.get("select", "last_epoch")),  # old ones: "last_epoch" / "best_epoch"
         reference=saved.get("reference"),
         resources=saved.get("resources"),
         seconds=float(saved.get("seconds") or 0.0),

@@ -47,6 +47,9 @@ def section_table(facts: StudyFacts, section: SectionResults) -> SectionTable:
     compared = [facts.metric, *(m for m in facts.report if m != facts.metric)]
     present = {k for row in shown.values() for k, v in row.items() if is_number(v)}
     metrics = [m for m in metric_names(facts, [section]) if m == facts.metric or m in present]
+    monitor = section.select.monitor
+    if monitor is not None:  # the metric that chose each trial's epoch, beside the one that ranks trials
+        metrics = [facts.metric, monitor, *(m for m in metrics if m not in (facts.metric, monitor))]
     reference = section.reference_trial
     best = section.best
 
@@ -84,10 +87,12 @@ def _difference(value: Any, reference: Any) -> float | None:
 
 
 def _notes(facts: StudyFacts, section: SectionResults) -> list[str]:
-    epoch = "its best epoch" if section.select == "best_epoch" else "its last epoch"
+    epoch = section.select.words(facts.metric, facts.mode)
+    if section.select.monitor is not None:
+        epoch = epoch.replace(section.select.monitor, f"`{section.select.monitor}`")
     goal = "highest" if facts.mode == "max" else "lowest"
-    notes = [f"Each trial at {epoch} (*epoch*); **best**: the {goal} `{facts.metric}` among trials that did not "
-             f"fail or diverge; *epochs run* of *planned*: where the trial ended; *time*: its wall time."]  # fmt: skip
+    notes = [f"Each trial at {epoch} (*epoch*); **best**: the {goal} `{facts.metric}` at that epoch among trials "
+             f"that did not fail or diverge; *epochs run* of *planned*: where the trial ended; *time*: its wall time."]  # fmt: skip
     reference = section.reference_trial
     if reference is not None:
         notes.append(f"Δ: difference from the **reference** row, trial {reference.index} "

@@ -250,7 +250,7 @@ def test_a_retried_trial_counts_each_epoch_once():
 
 def save_results(results, sections):
     for section in sections:
-        saved = {"id": section.id, "name": section.name, "select": section.select, "seconds": section.seconds,
+        saved = {"id": section.id, "name": section.name, "select": section.select.to_json(), "seconds": section.seconds,
                  "best": {"index": section.best_index}, **reports.section_facts(section.swept, section.reference,
                                                                                    section.resources or {})}  # fmt: skip
         saved["resources"] = section.resources  # None: not recorded

@@ -31,7 +31,7 @@ def test_a_good_study_loads_into_frozen_objects(write_study):
     assert [s.id for s in study.sections] == ["1", "2"]
     assert study.sections[0].num_trials == 3
     assert study.sections[1].num_trials == 4  # 2 grid values × 2 zipped rows
-    assert study.sections[1].inherit == "none" and study.sections[1].select == "best_epoch"
+    assert study.sections[1].inherit == "none" and study.sections[1].select.best_epoch
     with pytest.raises(AttributeError):
         study.metric = "loss"  # frozen
 
