@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from expgrid.runner import prepare
+from expgrid.study import EarlyStopping, Selection
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
@@ -57,9 +58,14 @@ def test_shipped_study_file_is_valid(path, fake_npz, fake_veri, fake_image_root)
 
 def test_fashion_mnist_study_matches_the_assignment(fake_npz):
     study, _ = prepare(SPACES / "fashion_mnist.yaml", {"dataset.path": str(fake_npz)})
-    assert [s.id for s in study.sections] == ["3.2", "3.3", "3.4", "3.5"]
+    assert [s.id for s in study.sections] == ["3.2", "3.3", "3.4", "3.4e", "3.5"]
     assert study.section("3.5").num_trials == 120
-    assert study.section("3.4").select == "best_epoch"
+    # 3.4a: per lr the epoch of lowest validation loss; 3.4e: patience 5 on it, at lr 0.001.
+    by_val_loss = Selection(epoch="best_epoch", monitor="val_loss", mode="min")
+    assert study.section("3.4").select == study.section("3.4e").select == by_val_loss
+    assert dict(study.section("3.4e").grid) == {"optimizer.lr": (0.001,)}
+    assert study.early_stopping_of(study.section("3.4e")) == EarlyStopping(monitor="val_loss", mode="min", patience=5)
+    assert study.early_stopping_of(study.section("3.4")) is None
     assert study.section("3.2").inherit == study.section("3.3").inherit == "none"
     assert dict(study.section("3.2").grid)["optimizer.weight_decay"] == (0, 1e-4, 1e-3, 1e-2, 0.1)
     assert dict(study.section("3.3").grid)["model.dropout"] == (0, 0.1, 0.3, 0.5, 0.7, 0.9)
