@@ -40,7 +40,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from expgrid import wire
-from expgrid.stopping import TrialRules, Watcher
+from expgrid.stopping import MissingMonitor, TrialRules, Watcher
 
 Checkpoint = Any  # a picklable object, e.g. a dict of state_dicts
 Artifacts = Mapping[str, Any]  # file name → str, bytes or JSON-able content
@@ -69,7 +69,12 @@ class Session:
         checkpoint: Checkpoint | Callable[[], Checkpoint] | None,
         artifacts: Artifacts | Callable[[], Artifacts] | None = None,
     ) -> None:
-        stop, best_now = self.watcher.observe(metrics)
+        try:
+            stop, best_now = self.watcher.observe(metrics)
+        except MissingMonitor:  # the trial fails; the epoch it reported is kept with its record
+            self._rows.append(dict(metrics))
+            self.flush()
+            raise
         epoch = int(metrics.get("epoch", 0))
         due = epoch % max(1, self.rules.checkpoint_every) == 0 or (best_now and self.rules.keep_best_checkpoint)
         state = None

@@ -112,6 +112,9 @@ class Selection:
         monitor, monitor_mode = self.by(metric, mode)
         return f"the epoch of {'highest' if monitor_mode == 'max' else 'lowest'} {monitor}"
 
+    def __str__(self) -> str:  # as `expgrid show` lists it: last_epoch, best_epoch, best_epoch: val_loss (min)
+        return self.epoch if self.monitor is None else f"{self.epoch}: {self.monitor} ({self.mode})"
+
     def to_json(self) -> str | dict[str, str]:
         """As the study file writes it: ``last_epoch``, ``best_epoch``, or ``{best_epoch: val_loss, mode: min}``."""
         if self.monitor is None:

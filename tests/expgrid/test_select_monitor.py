@@ -291,3 +291,37 @@ def test_a_real_run_selects_by_the_monitor_keeps_its_checkpoint_and_stops_on_its
     reread = run_study(study, spec, RunOptions(results_dir=results, stream=again))
     assert [s.skipped for s in reread.sections] == [True, True] and reread.sections[0].best.index == 1
     assert "sel Section sel: finished earlier, best 0.7875 at epoch 6" in again.getvalue()
+
+
+def test_show_lists_the_monitor(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text(HEAD + "    select: {best_epoch: loss, mode: min}\n")
+    assert main(["show", "s.yaml"]) == 0
+    assert "[fifo, best_epoch: loss (min)]" in capsys.readouterr().out
+
+
+def test_a_trainable_that_declares_no_metrics_fails_at_the_first_row_lacking_the_monitor(ray_session, tmp_path,
+                                                                                         monkeypatch):  # fmt: skip
+    """Nothing to check the monitor against before the run: the trial's first evaluated epoch
+    without it fails the trial, and the study's failure says why."""
+    import io
+
+    from expgrid.errors import StudyFailed
+    from expgrid.runner import RunOptions, prepare, run_study
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "select_free_trainable.py").write_text(
+        "import expgrid\n\ndef train(config):\n"
+        "    for epoch in (1, 2):\n        expgrid.report({'epoch': epoch, 'acc': 0.5}, checkpoint={'epoch': epoch})\n"
+    )
+    (tmp_path / "s.yaml").write_text("study: free\ntrainable: select_free_trainable:train\nmetric: acc\n"
+                                     "max_failures: 0\nsections:\n  - id: a\n    grid: {x: [0]}\n"
+                                     "    select: {best_epoch: val_loss, mode: min}\n")  # fmt: skip
+    study, spec = prepare(tmp_path / "s.yaml")
+    with pytest.raises(StudyFailed) as info:
+        run_study(study, spec, RunOptions(results_dir=tmp_path / "r", stream=io.StringIO()))
+    assert "none of its 1 trials completed" in str(info.value)
+    assert "MissingMonitor: select: best_epoch monitor 'val_loss' is not in the epoch's report (it reports acc, epoch)" \
+        in str(info.value)
+    (record,) = records.read_trials(tmp_path / "r", "a")
+    assert record.status == "failed" and record.history == [{"epoch": 1, "acc": 0.5}]  # the epoch it ran is kept

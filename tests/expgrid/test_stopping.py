@@ -107,6 +107,8 @@ rules_strategy = st.builds(
     metric=st.text(min_size=1, max_size=12),
     mode=st.sampled_from(["min", "max"]),
     keep_best_checkpoint=st.booleans(),
+    select_monitor=st.none() | st.text(min_size=1, max_size=12),
+    select_mode=st.none() | st.sampled_from(["min", "max"]),
     monitor=st.none() | st.text(min_size=1, max_size=12),
     monitor_mode=st.sampled_from(["min", "max"]),
     patience=st.integers(0, 50),
