@@ -23,6 +23,8 @@ def describe(study: Study, trial: TrialRecord | None, select: str | None = None)
     if score is None and trial.history:
         score = trial.history[-1].get(study.metric)
     swept = ", ".join(f"{k}={short(v)}" for k, v in trial.swept.items())
+    if not swept:  # a section that sweeps nothing: its one trial
+        return short(score) if score is not None else f"trial {trial.index}"
     return f"{short(score)} ({swept})" if score is not None else f"({swept})"
 
 
