@@ -116,6 +116,8 @@ def _run_sections(study: Study, spec: TrainableSpec, options: RunOptions, result
                 ) from None
             if (short := carry.shortfall(section, parents)) is not None:
                 print(f"warning: {short}", file=out)
+            if parents and section.id in wanted:
+                print(f"  {section.id} {section.name}: crosses its sweep with {carry.describe_parents(parents)}", file=out)
             plans = planning.plan_section(study, spec, section, carried, parents)
             reference = planning.reference_values(study, spec, section, carried)
             fingerprint = planning.fingerprint(study, section, plans)
