@@ -411,10 +411,13 @@ def _show(args: argparse.Namespace) -> int:
     print(f"  trainable {spec.name} · metric {study.metric} ({study.mode}) · seed {study.seed}")
     for s in study.sections:
         inherits = inherited_from(study, s)
-        src = "defaults" + (" + best of " + ", ".join(inherits) if inherits else "")
+        single = [sid for sid in inherits if not (s.top and sid == inherits[-1])]
+        src = "defaults" + (" + best of " + ", ".join(single) if single else "")
+        if s.top and inherits:  # `inherit: {from: …, top: k}`
+            src += f" × {s.top} best of {inherits[-1]}"
         swept = ", ".join(f"{k} ×{len(v)}" for k, v in s.grid + s.zip) + "".join(
             f", {k} ~{d.kind}" for k, d in s.sample
-        )
+        ) or "nothing (one trial)"
         print(f"  {s.id:>6}  {s.name:<28} {s.num_trials:>4} trials  sweeps {swept.lstrip(', ')}  from {src}"
               f"  [{study.scheduler_of(s).kind}, {s.select}]")  # fmt: skip
     print(f"  total: {sum(s.num_trials for s in study.sections)} trials")

@@ -6,7 +6,9 @@ is ``config["optimizer"]["lr"]``. Lists are values, never descended into. Mappin
 either way, and mixed: ``{optimizer.lr: 0.1}`` and ``{optimizer: {lr: 0.1}}`` are the same.
 
 A plain string where the trainable expects a mapping with a ``name`` is shorthand for that name:
-``model: resnet18`` is ``model: {name: resnet18}``.
+``model: resnet18`` is ``model: {name: resnet18}``. The shorthand mixes with keys below it in the
+same mapping: ``{model: mlp, model.hidden: [16]}`` is ``{model: {name: mlp, hidden: [16]}}``
+(:func:`nest`; ``model: mlp`` with ``model.name: cnn`` names it twice and is refused).
 """
 
 from __future__ import annotations
@@ -83,10 +85,15 @@ def nest(mapping: Mapping[str, Any], field: str = "") -> dict[str, Any]:
         node = out
         for depth, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
+            if isinstance(child, str):  # `model: mlp` beside `model.hidden: …`: the name shorthand
+                child = node[part] = {"name": child}
             if not isinstance(child, dict):
-                raise ConfigError(_join(field, ".".join(parts[: depth + 1])), "a mapping", child)
+                raise ConfigError(_join(field, ".".join(parts[: depth + 1])),
+                                  "a mapping (or a name, as in `model: mlp` beside `model.hidden`)", child)  # fmt: skip
             node = child
         last = parts[-1]
+        if last in node and isinstance(node[last], dict) and isinstance(value, str):
+            value = {"name": value}  # `model.hidden: …` before `model: mlp`
         if last in node and isinstance(node[last], dict) and isinstance(value, dict):
             node[last] = _merge_disjoint(node[last], value, _join(field, ".".join(parts)))
         elif last in node:
@@ -100,6 +107,10 @@ def _merge_disjoint(a: dict[str, Any], b: dict[str, Any], field: str) -> dict[st
     """Merge two spellings of one mapping; a value given by both is an error."""
     out = dict(a)
     for key, value in b.items():
+        if key in out and isinstance(out[key], dict) != isinstance(value, dict) and isinstance(out[key], str | dict) \
+                and isinstance(value, str | dict):  # a name and keys below it, spelled apart  # fmt: skip
+            out[key] = out[key] if isinstance(out[key], dict) else {"name": out[key]}
+            value = value if isinstance(value, dict) else {"name": value}
         if key in out and isinstance(out[key], dict) and isinstance(value, dict):
             out[key] = _merge_disjoint(out[key], value, _join(field, key))
         elif key in out:
@@ -127,6 +138,22 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
     for key, value in override.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
             out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def lay_over(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`merge` for two layers a user writes (``defaults`` and ``--set``): a name shorthand
+    below keys laid over it keeps its name (``model: mlp`` under ``--set model.hidden=[16]`` is
+    ``{name: mlp, hidden: [16]}``), as the two in one mapping would (:func:`nest`)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        below = out.get(key)
+        if isinstance(value, Mapping) and isinstance(below, str) and "name" not in value:
+            below = {"name": below}
+        if isinstance(value, Mapping) and isinstance(below, Mapping):
+            out[key] = lay_over(below, value)
         else:
             out[key] = copy.deepcopy(value)
     return out

@@ -16,7 +16,13 @@ instead of filling the memory.
 
 What a section inherits are only the swept values of the best trial of each earlier section
 (``inherit: previous``: all of them, in order; a list: those named; ``none``: nothing). Fixed
-values and epoch overrides of a section are its own and are not carried on.
+values and epoch overrides of a section are its own and are not carried on. With
+``inherit: {from: …, top: k}`` the section's sweep is crossed with the k best configurations of
+the nearest inherited section (``expgrid.carry``): each trial's swept values are then its
+parent's carried values followed by its own sweep point.
+
+A section with neither grid, zip nor sample is one trial (its base config; one per parent with
+``top``).
 """
 
 from __future__ import annotations
@@ -27,9 +33,10 @@ import itertools
 import json
 import math
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from expgrid import carry
 from expgrid.config import expand_names, finite_number, flatten, get_path, merge, nest, set_path, unknown_paths
 from expgrid.errors import ConfigError, OptionError, StudyFileError, Text
 from expgrid.stopping import TrialRules
@@ -42,25 +49,23 @@ class TrialPlan:
     index: int
     swept: dict[str, Any]  # dotted name → value of the parameters this section varies
     config: dict[str, Any]  # the full nested config the trainable receives
+    parent: carry.Parent | None = None  # the carried configuration it starts from (``top``)
 
 
-def inherited_from(study: Study, section: Section) -> list[str]:
-    """Ids of the earlier sections whose best values ``section`` starts from."""
-    earlier = [s.id for s in study.sections[: study.sections.index(section)]]
-    if section.inherit == "none":
-        return []
-    if section.inherit == "previous":
-        return earlier
-    return [sid for sid in earlier if sid in section.inherit]
+inherited_from = carry.inherited_from  # ids of the earlier sections ``section`` starts from
 
 
 def carried_values(study: Study, section: Section, bests: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """The swept values ``section`` inherits, given the best swept values of finished sections."""
+    """The swept values ``section`` inherits, given the best swept values of finished sections
+    (the section a ``top`` carry draws from is left out: its trials cross with its k best, see
+    ``carry.carry``)."""
     carried: dict[str, Any] = {}
+    parent = carry.top_parent_of(study, section)
     for sid in inherited_from(study, section):
         if sid not in bests:
             raise KeyError(sid)
-        carried.update(bests[sid])
+        if sid != parent:
+            carried.update(bests[sid])
     return carried
 
 
@@ -152,8 +157,12 @@ def _draw(rng: random.Random, sampled: Sampled) -> Any:
 
 
 def plan_section(
-    study: Study, spec: TrainableSpec, section: Section, carried: Mapping[str, Any]
+    study: Study, spec: TrainableSpec, section: Section, carried: Mapping[str, Any],
+    parents: Sequence[carry.Parent] = (),
 ) -> list[TrialPlan]:
+    """The section's trials: its sweep over its base config, or, given ``parents`` (a ``top``
+    carry), the sweep crossed with them, parent-major: each parent's values laid over the base
+    config, then the sweep point."""
     base = base_config(study, spec, section, carried)
     schema = spec.defaults or {}
     if study.smoke:  # the first trials only, never the whole sweep
@@ -162,7 +171,21 @@ def plan_section(
         base = merge(base, nest(smoke))
     else:
         points = sweep_points(study, section)
-    return [TrialPlan(index=i, swept=p, config=trial_config(base, p, schema)) for i, p in enumerate(points)]
+    if not parents:
+        return [TrialPlan(index=i, swept=p, config=trial_config(base, p, schema)) for i, p in enumerate(points)]
+    pairs = [(parent, point) for parent in parents for point in points]
+    if study.smoke:  # every parent with the first sweep points, SMOKE_TRIALS trials in all
+        pairs = [(parent, point) for point in points for parent in parents][:SMOKE_TRIALS]
+        pairs.sort(key=lambda pair: parents.index(pair[0]))
+    bases = {id(parent): trial_config(base, parent.values, schema) for parent in parents}
+    return [TrialPlan(index=i, swept={**parent.values, **point}, config=trial_config(bases[id(parent)], point, schema),
+                      parent=parent) for i, (parent, point) in enumerate(pairs)]  # fmt: skip
+
+
+def swept_names(section: Section, plans: Sequence[TrialPlan]) -> tuple[str, ...]:
+    """What the section's trials vary: its sweep and, with ``top``, the carried parents' values
+    (first, as each trial's swept values list them)."""
+    return tuple(dict.fromkeys(name for plan in plans for name in plan.swept)) or section.swept
 
 
 def trial_config(base: Mapping[str, Any], point: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -175,12 +198,12 @@ SMOKE_TRIALS = 2  # trials per section in a smoke run: the first ones of its swe
 
 def fingerprint(study: Study, section: Section, plans: list[TrialPlan]) -> str:
     """Changes when anything that decides the section's trials or its best trial changes."""
-    blob = json.dumps(
-        {"metric": study.metric, "mode": study.mode, "select": section.select.to_json(),
-         "trials": [p.config for p in plans]},
-        sort_keys=True,
-        default=str,
-    )
+    facts: dict[str, Any] = {"metric": study.metric, "mode": study.mode, "select": section.select.to_json(),
+                             "trials": [p.config for p in plans]}  # fmt: skip
+    parents = [p.parent.label for p in plans if p.parent is not None]
+    if parents:  # which parent trial each started from (equal values from another trial: a change)
+        facts["parents"] = parents
+    blob = json.dumps(facts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -56,6 +56,9 @@ class TrialRecord:
     # Why it stopped before its last epoch: diverged / early_stopped (the trial said so) or
     # asha_stopped (the scheduler cut it); None when it ran to its end, failed or still runs.
     stop: str | None = None
+    # The carried configuration it started from (``inherit: {…, top: k}``): ``carry.Parent``'s
+    # JSON, {"section", "trial", "values", "score"}; None for a section without ``top``.
+    parent: dict[str, Any] | None = None
 
     @property
     def last_epoch(self) -> int:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from expgrid import admission, datacheck, durable, interrupts, planning, records, reports, tracking
+from expgrid import admission, carry, datacheck, durable, interrupts, planning, records, reports, tracking
 from expgrid.config import flatten
 from expgrid.errors import ConfigError, StudyFailed, StudyFileError
 from expgrid.interrupts import Interrupted
@@ -95,7 +95,7 @@ def _run_sections(study: Study, spec: TrainableSpec, options: RunOptions, result
     )  # fmt: skip
     print(f"Study {study.name}: {len(study.sections)} sections, results in {results}", file=out)
 
-    bests: dict[str, dict[str, Any]] = {}
+    finished: dict[str, SectionOutcome] = {}  # what later sections carry from (carry.carry)
     outcomes: list[SectionOutcome] = []
     data_cache: dict[Any, Any] = {}
     status = "FAILED"
@@ -106,7 +106,7 @@ def _run_sections(study: Study, spec: TrainableSpec, options: RunOptions, result
             if stop.requested:
                 raise Interrupted(f"stopped by {stop.reason} before section {section.id}")
             try:
-                carried = planning.carried_values(study, section, bests)
+                carried, parents = carry.carry(study, section, finished)
             except KeyError as e:
                 if section.id not in wanted:
                     continue  # not asked for, and what it inherits did not run: leave it
@@ -114,7 +114,11 @@ def _run_sections(study: Study, spec: TrainableSpec, options: RunOptions, result
                     f"section {section.id} inherits from section {e.args[0]}, which has no finished results in "
                     f"{results}; run that section first or set `inherit` to leave it out"
                 ) from None
-            plans = planning.plan_section(study, spec, section, carried)
+            if (short := carry.shortfall(section, parents)) is not None:
+                print(f"warning: {short}", file=out)
+            if parents and section.id in wanted:
+                print(f"  {section.id} {section.name}: crosses its sweep with {carry.describe_parents(parents)}", file=out)
+            plans = planning.plan_section(study, spec, section, carried, parents)
             reference = planning.reference_values(study, spec, section, carried)
             fingerprint = planning.fingerprint(study, section, plans)
             saved = records.read_section(results, section.id)
@@ -133,7 +137,7 @@ def _run_sections(study: Study, spec: TrainableSpec, options: RunOptions, result
                     f"with a finite {study.metric}; nothing to carry forward. Errors: "
                     + "; ".join(sorted({t.error or t.status for t in outcome.trials}))[:2000]
                 )
-            bests[section.id] = outcome.best.swept
+            finished[section.id] = outcome
         if stop.requested:  # the last section finished although a stop was asked for
             raise Interrupted(f"stopped by {stop.reason} after the last section")
         status = "FINISHED"
@@ -233,14 +237,16 @@ def _run_section(
     if folder.exists() and not resume:  # an unfinished earlier attempt: its trials rerun from the start
         for stale in ("trials.jsonl", "trials.json", "section.json", "rows.jsonl"):
             (folder / stale).unlink(missing_ok=True)
-    trials = [TrialRecord(index=p.index, swept=p.swept, config=p.config) for p in plans]
+    trials = [TrialRecord(index=p.index, swept=p.swept, config=p.config,
+                          parent=p.parent.to_json() if p.parent else None) for p in plans]  # fmt: skip
+    swept = planning.swept_names(section, plans)
     out = options.stream or sys.stdout
     ended_before: set[int] = set()
     if resume:
         ended_before = records.read_progress(results, section.id, trials,
                                              warn=lambda text: print(f"warning: {text}", file=out))  # fmt: skip
         print(f"  {section.id} {section.name}: resuming ({len(ended_before)} of {len(trials)} trials had ended)", file=out)
-    fixed = {k: v for k, v in flatten(plans[0].config).items() if k not in section.swept}
+    fixed = {k: v for k, v in flatten(plans[0].config).items() if k not in swept}
     tracker.start_section(section.id, section.name, fixed)
     max_t = max(int(p.config.get("epochs") or 1) for p in plans)
     trial_params = [
@@ -314,7 +320,7 @@ def _run_section(
             "index": best.index, "swept": best.swept, "config": best.config,
             "metrics": best.selected(study.metric, study.mode, section.select),
         },
-        **reports.section_facts(section.swept, reference, resources),  # what a rebuilt report needs
+        **reports.section_facts(swept, reference, resources, _carried(plans)),  # what a rebuilt report needs
     }  # fmt: skip
     records.write_section(results, section.id, summary, trials)
     report_files = _section_report(reports.StudyFacts.from_study(study, spec), results, section.id, options.stream)
@@ -325,11 +331,17 @@ def _run_section(
         {f"best_{study.metric}": (best_row or {}).get(study.metric, math.nan), "seconds": seconds},
         {"best_config.json": summary["best"] or {}, **log_artifacts(events.log),
          **{f"report/{p.name}": p for p in report_files}},  # fmt: skip
-        {"expgrid.best_trial": str(best.index) if best else "none"},
+        {"expgrid.best_trial": str(best.index) if best else "none", **tracking.carried_tags(summary.get("carried"))},
     )
     if best is not None:
         print(f"  {section.id} {section.name}: best {_describe(study, best, section.select)} ({seconds:.1f}s)", file=out)
     return SectionOutcome(section, trials, best, skipped=False, seconds=seconds)
+
+
+def _carried(plans: list[planning.TrialPlan]) -> list[dict[str, Any]] | None:
+    """The parents a ``top`` section's trials started from, once each, in order (None without)."""
+    parents = {p.parent.label: p.parent.to_json() for p in plans if p.parent is not None}
+    return list(parents.values()) or None
 
 
 def _run_trials(tune_section: Any, events: SectionEvents, out: TextIO) -> float:

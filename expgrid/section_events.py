@@ -56,7 +56,8 @@ class SectionEvents:
             trial.started = at or time.time()
             # A resumed trial has rows already (from rows.jsonl): its run gets every one of them.
             self.tracker.start_trial(self.section.id, index, tracking.trial_run_name(self.section.id, index, trial.swept),
-                                     trial.config, {}, trial.started, history=trial.history)  # fmt: skip
+                                     trial.config, tracking.parent_tags(trial.parent), trial.started,
+                                     history=trial.history)  # fmt: skip
         trial.status = RUNNING
         self._redraw(False)
 

@@ -129,9 +129,9 @@ def parse_study(raw: Any, path: str = "<study>", overrides: Mapping[str, Any] | 
             raise ConfigError(key, "this key to be present", None, show_got=False)
     defaults = nest(check_mapping(raw.get("defaults", {}), "defaults", "a mapping of parameter → value"), "defaults")
     if overrides:
-        from expgrid.config import merge
+        from expgrid.config import lay_over
 
-        defaults = merge(defaults, nest(overrides, "--set"))
+        defaults = lay_over(defaults, nest(overrides, "--set"))
     mode = raw.get("mode", "max")
     if mode not in MODES:
         raise ConfigError("mode", f"one of {', '.join(MODES)}", mode)
@@ -147,9 +147,12 @@ def parse_study(raw: Any, path: str = "<study>", overrides: Mapping[str, Any] | 
             raise ConfigError(f"sections[{i}].id", "section ids to be unique", section.id)
         earlier = {other.id for other in sections}
         if isinstance(section.inherit, tuple):
+            where = f"sections[{i}].inherit" + (".from" if section.top is not None else "")
             for sid in section.inherit:
                 if sid not in earlier:
-                    raise ConfigError(f"sections[{i}].inherit", f"ids of earlier sections ({', '.join(sorted(earlier)) or 'none'})", sid)
+                    raise ConfigError(where, f"ids of earlier sections ({', '.join(sorted(earlier)) or 'none'})", sid)
+        if section.top is not None:
+            _check_top(section, sections, f"sections[{i}].inherit")
         sections.append(section)
     options = overrides.options if isinstance(overrides, Overrides) else {}
     return Study(
@@ -196,17 +199,11 @@ def _section(raw: Any, field: str) -> Section:
     num_samples = check_integer(raw.get("num_samples", 1), f"{field}.num_samples", minimum=1)
     if num_samples > 1 and not sample:
         raise ConfigError(f"{field}.num_samples", "`sample` parameters to draw (num_samples repeats draws)", num_samples)
-    if not names:
-        raise ConfigError(f"{field}", "at least one swept parameter in grid, zip or sample", None, show_got=False)
     fixed = flatten(nest(check_mapping(raw.get("fixed", {}), f"{field}.fixed", "a mapping"), f"{field}.fixed"))
     for name in fixed:
         if name in names:
             raise ConfigError(f"{field}.fixed.{name}", "a parameter the section does not also sweep", fixed[name])
-    inherit = raw.get("inherit", "previous")
-    if isinstance(inherit, list):
-        inherit = tuple(str(x) for x in inherit)
-    elif inherit not in ("previous", "none"):
-        raise ConfigError(f"{field}.inherit", "previous, none, or a list of earlier section ids", inherit)
+    inherit, top = _inherit(raw.get("inherit", "previous"), f"{field}.inherit")
     select = _select(raw.get("select", "last_epoch"), f"{field}.select")
     epochs = raw.get("epochs")
     return Section(
@@ -219,6 +216,7 @@ def _section(raw: Any, field: str) -> Section:
         num_samples=num_samples,
         fixed=types.MappingProxyType(fixed),
         inherit=inherit,
+        top=top,
         epochs=None if epochs is None else check_integer(epochs, f"{field}.epochs", minimum=1),
         select=select,
         scheduler=_scheduler(raw["scheduler"], f"{field}.scheduler") if "scheduler" in raw else None,
@@ -263,6 +261,48 @@ def _settle_select(select: Selection, field: str, metric: str, mode: str) -> Sel
         raise ConfigError(f"{field}.mode", f"min or max: whether a lower or higher {select.monitor} is better",
                           None, show_got=False)  # fmt: skip
     return select
+
+
+INHERIT_FORMS = "previous, none, or a list of earlier section ids (or {from: previous | [ids], top: k})"
+TOP_RULE = "an integer ≥ 1 (how many of the best configurations to carry)"
+
+
+def _inherit(raw: Any, field: str) -> tuple[str | tuple[str, ...], int | None]:
+    """``previous`` | ``none`` | ``[ids]`` → (that, None); ``{from: previous | [ids], top: k}`` →
+    (from, k): the k best configurations of the nearest section in ``from`` are carried."""
+    if not isinstance(raw, Mapping):
+        return _inherited_sections(raw, field, INHERIT_FORMS), None
+    check_known_keys(raw, {"from", "top"}, field)
+    source = _inherited_sections(raw.get("from", "previous"), f"{field}.from",
+                                 "previous, none, or a list of earlier section ids")  # fmt: skip
+    if "top" not in raw:
+        return source, None
+    top = raw["top"]
+    if isinstance(top, bool) or not isinstance(top, int) or not finite_number(top) or top < 1:
+        raise ConfigError(f"{field}.top", TOP_RULE, top)
+    if source == "none":
+        raise ConfigError(f"{field}.from", f"earlier sections to carry the {top} best configurations of "
+                          "(previous or a list of ids), not none", source)  # fmt: skip
+    return source, top
+
+
+def _inherited_sections(raw: Any, field: str, expected: str) -> str | tuple[str, ...]:
+    if isinstance(raw, list):
+        return tuple(str(x) for x in raw)
+    if raw not in ("previous", "none"):
+        raise ConfigError(field, expected, raw)
+    return raw
+
+
+def _check_top(section: Section, earlier: list[Section], field: str) -> None:
+    """The section a top-k carry draws from must exist before it and hold at least k trials."""
+    named = [s for s in earlier if section.inherit == "previous" or s.id in section.inherit]
+    if not named:
+        raise ConfigError(f"{field}.from", f"an earlier section to carry the {section.top} best configurations of",
+                          list(section.inherit) if section.inherit != "previous" else Text("no earlier section"))  # fmt: skip
+    parent = named[-1]
+    if section.top > parent.num_trials:
+        raise ConfigError(f"{field}.top", f"at most {parent.num_trials} (the trials of section {parent.id})", section.top)
 
 
 def _sweep(raw: Any, field: str) -> tuple[tuple[str, tuple[Any, ...]], ...]:

@@ -16,7 +16,7 @@ The schema (documented for users in README.md, "Study files")::
     sections:
       - id: "3.2"                            # a string; quote numbers such as "3.2"
         name: Weight decay
-        inherit: previous                    # previous (default) | none | [ids]
+        inherit: previous                    # previous (default) | none | [ids] | {from: previous | [ids], top: k}
         grid: {optimizer.weight_decay: [0, 1.0e-4]}   # crossed: the cartesian product
         zip: {batch_size: [16, 128], epochs: [10, 50]} # zipped: values vary together
         sample: {optimizer.lr: {loguniform: [1.0e-5, 1.0e-1]}}
@@ -152,6 +152,9 @@ class Section:
     num_samples: int = 1
     fixed: Mapping[str, Any] = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
     inherit: str | tuple[str, ...] = "previous"
+    # ``inherit: {from: …, top: k}``: the k best configurations of the nearest inherited section
+    # are carried, each crossed with this section's sweep (see ``expgrid.carry``); None: its best.
+    top: int | None = None
     epochs: int | None = None
     select: Selection = Selection()
     scheduler: Scheduler | None = None  # None: the study's
@@ -168,10 +171,12 @@ class Section:
 
     @property
     def num_trials(self) -> int:
+        """Trials of the section: its sweep (one trial when it sweeps nothing), times the
+        configurations it carries with ``top``."""
         n = math.prod(len(v) for _, v in self.grid)
         if self.zip:
             n *= len(self.zip[0][1])
-        return n * self.num_samples
+        return n * self.num_samples * (self.top or 1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,13 +27,15 @@ def describe(study: Study, trial: TrialRecord | None, select: str | Selection | 
         score = trial.history[-1].get(study.metric)
     swept = ", ".join(f"{k}={short(v)}" for k, v in trial.swept.items())
     if score is None:
-        return f"({swept})"
+        return f"({swept})" if swept else f"trial {trial.index}"
     row = trial.selected(study.metric, study.mode, select) if select.best_epoch and scored is not None else None
     where = ""
     if row is not None and "epoch" in row:
         where = f" at epoch {row['epoch']}"
         if select.monitor is not None:
             where += f", {'highest' if select.mode == 'max' else 'lowest'} {select.monitor} {short(row[select.monitor])}"
+    if not swept:  # a section that sweeps nothing: its one trial
+        return f"{short(score)}{where}"
     return f"{short(score)}{where} ({swept})"
 
 

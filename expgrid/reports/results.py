@@ -63,6 +63,9 @@ class SectionResults:
     seconds: float
     best_index: int | None
     trials: list[TrialRecord]
+    # With ``inherit: {…, top: k}``: the parent configurations its trials crossed with
+    # (``carry.Parent`` JSON: section, trial, values, score), in order; None otherwise.
+    carried: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         self.select = Selection.of(self.select)
@@ -91,10 +94,15 @@ class SectionResults:
         return max((t.last_epoch for t in self.trials), default=0)
 
 
-def section_facts(swept: Sequence[str], reference: Mapping[str, Any] | None, resources: Mapping[str, float]) -> dict[str, Any]:
-    """The keys the runner adds to ``section.json`` so that a report can be rebuilt from it."""
-    return {"swept": list(swept), "reference": None if reference is None else dict(reference),
-            "resources": {k: float(v) for k, v in resources.items()}}  # fmt: skip
+def section_facts(swept: Sequence[str], reference: Mapping[str, Any] | None, resources: Mapping[str, float],
+                  carried: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
+    """The keys the runner adds to ``section.json`` so that a report can be rebuilt from it;
+    ``carried``: the parents of a ``top`` carry (written only when there are some)."""
+    facts = {"swept": list(swept), "reference": None if reference is None else dict(reference),
+             "resources": {k: float(v) for k, v in resources.items()}}  # fmt: skip
+    if carried:
+        facts["carried"] = [dict(p) for p in carried]
+    return facts
 
 
 def section_from_saved(saved: Mapping[str, Any], trials: list[TrialRecord]) -> SectionResults:
@@ -113,6 +121,7 @@ def section_from_saved(saved: Mapping[str, Any], trials: list[TrialRecord]) -> S
         seconds=float(saved.get("seconds") or 0.0),
         best_index=None if best is None else int(best["index"]),
         trials=trials,
+        carried=saved.get("carried"),
     )
 
 

@@ -44,6 +44,7 @@ def trial_rows(facts: StudyFacts, sections: Sequence[SectionResults]) -> list[di
                 "best": trial is best,
                 "reference": trial is reference,
                 "swept": json.dumps(trial.swept, default=str),
+                "parent": f"{trial.parent['section']}/{trial.parent['trial']}" if trial.parent else None,
             }
             config = {f"config.{k}": _cell(v) for k, v in flatten(trial.config).items()}
             reports = epoch_rows(trial) or [{}]

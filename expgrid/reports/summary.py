@@ -30,6 +30,8 @@ class SummaryRow:
     epochs_full: int  # trial-epochs of the full grid: the sum of each trial's planned epochs
     cpu_hours: float | None  # None: the resources are not recorded
     gpu_hours: float | None
+    # ``inherit: {…, top: k}``: the parent configurations carried (``carry.Parent`` JSON), in order.
+    carried: tuple[dict[str, Any], ...] = ()
 
     @property
     def saved(self) -> float | None:
@@ -37,7 +39,17 @@ class SummaryRow:
         return None if not self.epochs_full else 1.0 - self.epochs_run / self.epochs_full
 
     def to_json(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "hyperparameters": list(self.hyperparameters), "saved": self.saved}
+        return {**dataclasses.asdict(self), "hyperparameters": list(self.hyperparameters), "saved": self.saved,
+                "carried": [dict(p) for p in self.carried]}  # fmt: skip
+
+    def carried_line(self) -> str | None:
+        """``section 2 carried the 2 best of section 1: 1/3 (optimizer.name=adam), 1/5 (…)``."""
+        if not self.carried:
+            return None
+        k = len(self.carried)
+        each = ", ".join(f"{p['section']}/{p['trial']} ({assignments(p.get('values'))})" for p in self.carried)
+        best = f"the {k} best" if k > 1 else "the best"
+        return f"section {self.section} carried {best} of section {self.carried[0]['section']}: {each}"
 
 
 def summary_row(facts: StudyFacts, section: SectionResults) -> SummaryRow:
@@ -56,6 +68,7 @@ def summary_row(facts: StudyFacts, section: SectionResults) -> SummaryRow:
         epochs_full=sum(section.planned_epochs(t) for t in section.trials),
         cpu_hours=None if resources is None else seconds * resources.get("cpu", 0.0) / 3600.0,
         gpu_hours=None if resources is None else seconds * resources.get("gpu", 0.0) / 3600.0,
+        carried=tuple(section.carried or ()),
     )
 
 
@@ -88,7 +101,8 @@ class StudySummary:
     def cells(self) -> list[list[str]]:
         rows = []
         for r in self.rows:
-            rows.append([r.section, r.name, ", ".join(r.hyperparameters), assignments(r.best) if r.best else "none",
+            best = "none" if r.best is None else assignments(r.best) or "(no sweep)"
+            rows.append([r.section, r.name, ", ".join(r.hyperparameters), best,
                          *(short(r.metrics.get(m)) for m in self.metrics), str(r.trials),
                          f"{r.epochs_run} of {r.epochs_full}", _share(r.saved), _hours(r.cpu_hours), _hours(r.gpu_hours)])  # fmt: skip
         if len(self.rows) > 1:
@@ -101,7 +115,10 @@ class StudySummary:
     def to_text(self) -> str:
         """What ``expgrid run`` prints at its end and ``expgrid report`` prints again."""
         return (f"Best configuration per section ({self.facts.metric}, {self.facts.mode}):\n"
-                + text_table(self.header(), self.cells()) + self._interrupted_line())  # fmt: skip
+                + text_table(self.header(), self.cells()) + self._carried_lines("  ") + self._interrupted_line())  # fmt: skip
+
+    def _carried_lines(self, indent: str) -> str:
+        return "".join(f"{indent}{line}\n" for r in self.rows if (line := r.carried_line()))
 
     def _interrupted_line(self) -> str:
         if self.interrupted is None:
@@ -114,14 +131,16 @@ class StudySummary:
             f"Best by `{self.facts.metric}` ({self.facts.mode}). *trial-epochs*: run of the full grid (every trial to "
             f"its last epoch); *saved*: the share early stopping and ASHA did not run; CPU-/GPU-hours: trial wall "
             f"time × the resources reserved per trial.\n\n" + markdown_table(self.header(), self.cells())
+            + ("\n" + self._carried_lines("- ") if any(r.carried for r in self.rows) else "")
             + (f"\n**{self._interrupted_line().strip()}**\n" if self.interrupted else "")
         )
 
     def to_csv(self) -> str:
         header = ["section", "name", "hyperparameters", "best", *self.metrics, "trials", "epochs_run", "epochs_full",
-                  "saved", "cpu_hours", "gpu_hours"]  # fmt: skip
+                  "saved", "cpu_hours", "gpu_hours", "carried"]  # fmt: skip
         rows = [[r.section, r.name, list(r.hyperparameters), r.best, *(r.metrics.get(m) for m in self.metrics), r.trials,
-                 r.epochs_run, r.epochs_full, r.saved, r.cpu_hours, r.gpu_hours] for r in self.rows]  # fmt: skip
+                 r.epochs_run, r.epochs_full, r.saved, r.cpu_hours, r.gpu_hours,
+                 [f"{p['section']}/{p['trial']}" for p in r.carried] or None] for r in self.rows]  # fmt: skip
         return csv_text(header, rows)
 
     def to_json(self) -> list[dict[str, Any]]:

@@ -1,6 +1,8 @@
 """A section's table: one row per trial, as the coursework tabulates a sweep.
 
-Columns: the trial's index and swept value(s); the study metric and every other reported
+Columns: the trial's index, the parent configuration it started from (a section with
+``inherit: {…, top: k}``: ``<section>/<trial>`` of the parent, whose carried values come first
+among the swept ones) and its swept value(s); the study metric and every other reported
 metric at the trial's selected epoch, with the difference (Δ) of the study metric and the
 secondary metrics from the reference row; how the trial ended, at which epoch of how many, its
 time; and a note marking the best and the reference rows. The reference row is the trial run
@@ -53,7 +55,8 @@ def section_table(facts: StudyFacts, section: SectionResults) -> SectionTable:
     reference = section.reference_trial
     best = section.best
 
-    columns = ["trial", *section.swept]
+    parented = any(t.parent for t in section.trials)
+    columns = ["trial", *(["parent"] if parented else []), *section.swept]
     for m in metrics:
         columns += [m, f"delta_{m}"] if m in compared else [m]
     # `trial_seconds`, not `seconds`: a trainable may report a metric of that name (classify does)
@@ -62,7 +65,10 @@ def section_table(facts: StudyFacts, section: SectionResults) -> SectionTable:
     rows = []
     for trial in sorted(section.trials, key=lambda t: t.index):
         values = shown[trial.index]
-        row: dict[str, Any] = {"trial": trial.index, **{name: trial.swept.get(name) for name in section.swept}}
+        row: dict[str, Any] = {"trial": trial.index}
+        if parented:
+            row["parent"] = f"{trial.parent['section']}/{trial.parent['trial']}" if trial.parent else None
+        row.update({name: trial.swept.get(name) for name in section.swept})
         for m in metrics:
             row[m] = values.get(m) if is_number(values.get(m)) else None
             if m in compared:
@@ -93,16 +99,29 @@ def _notes(facts: StudyFacts, section: SectionResults) -> list[str]:
     goal = "highest" if facts.mode == "max" else "lowest"
     notes = [f"Each trial at {epoch} (*epoch*); **best**: the {goal} `{facts.metric}` at that epoch among trials "
              f"that did not fail or diverge; *epochs run* of *planned*: where the trial ended; *time*: its wall time."]  # fmt: skip
+    if section.carried:
+        notes.append(carried_note(section.carried, facts.metric))
     reference = section.reference_trial
     if reference is not None:
         notes.append(f"Δ: difference from the **reference** row, trial {reference.index} "
-                     f"({assignments(reference.swept)}), the section's base configuration.")  # fmt: skip
+                     f"({assignments(reference.swept) or 'no sweep'}), the section's base configuration.")  # fmt: skip
     elif section.reference is None:
         notes.append("Δ left blank: these results do not record the section's base configuration.")
     else:
         notes.append(f"Δ left blank: no trial of this grid has the section's base configuration "
                      f"({assignments(section.reference)}).")  # fmt: skip
     return notes
+
+
+def carried_note(carried: list[dict[str, Any]], metric: str) -> str:
+    """What the *parent* column means, naming each parent configuration carried."""
+    def one(p: dict[str, Any]) -> str:
+        score = f"; {metric} {short(p['score'])}" if p.get("score") is not None else ""
+        return f"trial {p['trial']} ({assignments(p.get('values')) or 'no sweep'}{score})"
+
+    best = f"its {len(carried)} best configurations" if len(carried) > 1 else "its best configuration"
+    return (f"*parent*: the trial of section {carried[0]['section']} each trial starts from ({best}, "
+            f"each crossed with this section's sweep): {', '.join(one(p) for p in carried)}.")  # fmt: skip
 
 
 def _title(column: str) -> str:

@@ -31,14 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from expgrid.tracking.channel import WriterProcess
-from expgrid.tracking.layout import epoch_points, trial_run_name
+from expgrid.tracking.layout import carried_tags, epoch_points, parent_tags, trial_run_name
 from expgrid.tracking.ledger import Ledger
 from expgrid.tracking.mirror import MirrorReport
 from expgrid.tracking.preflight import preflight
 from expgrid.tracking.server import bounded_http_env, is_http, longest_call
 from expgrid.tracking.store import fold_write_ahead_log, sqlite_path
 
-__all__ = ["MIRROR_WAIT", "MirrorReport", "Tracker", "default_tracking_uri", "preflight", "trial_run_name"]
+__all__ = ["MIRROR_WAIT", "MirrorReport", "Tracker", "carried_tags", "default_tracking_uri", "parent_tags", "preflight",
+           "trial_run_name"]
 
 # The longest the study's end waits for the MLflow mirror (seconds). What is not written by
 # then is counted and printed with the `expgrid sync` command that adds it.

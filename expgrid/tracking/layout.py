@@ -31,7 +31,23 @@ def trial_run_name(section_id: str, index: int, swept: Mapping[str, Any]) -> str
     def short(value: Any) -> str:
         return f"{value:g}" if isinstance(value, float) else json.dumps(value) if isinstance(value, list) else str(value)
 
-    return (f"{section_id}/{index} " + " ".join(f"{k}={short(v)}" for k, v in swept.items()))[:250]
+    return (f"{section_id}/{index} " + " ".join(f"{k}={short(v)}" for k, v in swept.items())).rstrip()[:250]
+
+
+def parent_tags(parent: Mapping[str, Any] | None) -> dict[str, str]:
+    """A trial of a ``top`` carry: the parent configuration it started from (``expgrid.parent``:
+    ``<section>/<trial>``, ``expgrid.parent_values``: the carried values as JSON)."""
+    if not parent:
+        return {}
+    return {"expgrid.parent": f"{parent['section']}/{parent['trial']}",
+            "expgrid.parent_values": json.dumps(parent.get("values") or {}, default=str)[:5000]}  # fmt: skip
+
+
+def carried_tags(carried: list[Mapping[str, Any]] | None) -> dict[str, str]:
+    """A section of a ``top`` carry: the parents its trials crossed with (``expgrid.carried``)."""
+    if not carried:
+        return {}
+    return {"expgrid.carried": ", ".join(f"{p['section']}/{p['trial']}" for p in carried)[:5000]}
 
 
 def params_of(config: Mapping[str, Any]) -> dict[str, str]:

@@ -24,7 +24,7 @@ from expgrid.logfiles import log_path
 from expgrid.records import TrialRecord
 from expgrid.stopping import INTERRUPTED, MLFLOW_STATUS, section_mlflow_status
 from expgrid.study import is_number
-from expgrid.tracking.layout import artifact_text, epoch_points, params_of, trial_run_name
+from expgrid.tracking.layout import artifact_text, carried_tags, epoch_points, params_of, parent_tags, trial_run_name
 from expgrid.tracking.ledger import Ledger
 
 
@@ -112,7 +112,7 @@ def _section_record(results: Path, section_id: str) -> RunRecord | None:
     artifacts = {"best_config.json": Artifact(text=artifact_text(best or {}))}
     artifacts.update(_log_and_report(results, section_id))
     tags = {"expgrid.kind": "section", "expgrid.section_id": section_id, "expgrid.section_name": name,
-            "expgrid.best_trial": str(best["index"]) if best else "none"}  # fmt: skip
+            "expgrid.best_trial": str(best["index"]) if best else "none", **carried_tags(saved.get("carried"))}  # fmt: skip
     return RunRecord(section_id, "section", f"{section_id} {name}", section_mlflow_status(bool(best)), params_of(fixed),
                      tags, metrics, artifacts, children=[_trial_record(results, section_id, t) for t in trials])  # fmt: skip
 
@@ -156,7 +156,7 @@ def _trial_record(results: Path, section_id: str, trial: TrialRecord) -> RunReco
             metrics.setdefault(name, []).append((step, value))
     tags = {"expgrid.kind": "trial", "expgrid.section_id": section_id, "expgrid.trial_index": str(trial.index),
             "expgrid.status": trial.status, "expgrid.retries": str(trial.retries),
-            "expgrid.last_epoch": str(trial.last_epoch)}  # fmt: skip
+            "expgrid.last_epoch": str(trial.last_epoch), **parent_tags(trial.parent)}  # fmt: skip
     if trial.error:
         tags["expgrid.error"] = trial.error[:5000]
     folder = records.trial_dir(results, section_id, trial.index)

@@ -57,6 +57,14 @@ def test_cifar10_study_smoke(ray_session, data_root, tmp_path):
         {"optimizer.name": "sgd", "optimizer.momentum": 0.0, "optimizer.lr": 0.01, "model.dropout": 0.0},
         {"optimizer.name": "sgd", "optimizer.momentum": 0.9, "optimizer.lr": 0.01, "model.dropout": 0.0},
     ]
+    # Section 2 crosses its dropout rates with the two best optimiser settings of section 1 (of
+    # the two that ran: both carried), one smoke trial each.
+    best_two = sorted(sections["1"], key=lambda t: (-t["history"][-1]["val_accuracy"], t["index"]))
+    dropout = sections["2"]
+    assert [t["parent"]["trial"] for t in dropout] == [t["index"] for t in best_two]
+    assert [t["swept"] for t in dropout] == [{**{k: v for k, v in t["swept"].items() if k != "model.dropout"},
+                                              "model.dropout": 0.1} for t in best_two]  # fmt: skip
+    assert all(t["config"]["optimizer"]["momentum"] == t["swept"]["optimizer.momentum"] for t in dropout)
     models = sections["3"]
     assert [t["config"]["model"]["name"] for t in models] == ["simple_cnn", "resnet9"]
     assert models[1]["config"]["grad_clip"] == 0.1 and models[1]["config"]["batch_size"] == 400

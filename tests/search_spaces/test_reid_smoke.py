@@ -1,5 +1,6 @@
 """The re-ID study's smoke mode: every section of search_spaces/reid_veri776.yaml runs on a
-generated VeRi-layout dataset (tiny images, one epoch, the first two trials of each section),
+generated VeRi-layout dataset (tiny images, one epoch, the first two trials of each section; the
+default run of section 0 is one trial),
 through the CLI attached to the test session's Ray (`--address`). Data-parallel re-ID trials
 have their own test (tests/trainables/test_reid_ddp.py): in a smoke run section 1 would carry the
 winner of a 2-worker vit_b_16 trial into every later section, 12 minutes on 2 CPUs."""
@@ -31,11 +32,13 @@ def test_reid_study_smoke_run_covers_every_section(ray_session, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     sections = {}
-    for sid in ("1", "2", "3.1", "3.2", "3.3"):
+    for sid in ("0", "1", "2", "3.1", "3.2", "3.3"):
         trials = json.loads((results / "sections" / sid / "trials.json").read_text())
-        assert len(trials) == 2 and all(t["status"] == "completed" for t in trials), (sid, trials)
+        assert len(trials) == (1 if sid == "0" else 2), (sid, trials)  # section 0: the default run, one trial
+        assert all(t["status"] == "completed" for t in trials), (sid, trials)
         assert all(t["history"][-1]["epoch"] == 1 and 0 <= t["history"][-1]["mAP"] <= 1 for t in trials)
         sections[sid] = trials
+    assert sections["0"][0]["swept"] == {} and sections["0"][0]["config"]["model"]["name"] == "resnet50_fc512"
     # Section 1: its first two models; later sections start from the best of the earlier ones.
     assert [t["swept"]["model.name"] for t in sections["1"]] == ["mobilenet_v3_small", "resnet18"]
     best_model = json.loads((results / "sections" / "1" / "section.json").read_text())["best"]["swept"]
@@ -50,7 +53,7 @@ def test_reid_study_smoke_run_covers_every_section(ray_session, tmp_path):
 
     # The coursework's log files: one per section, with the trial blocks and the test results.
     logs = sorted(p.name for p in (results / "logs").iterdir())
-    assert logs == ["log_sec1.txt", "log_sec2.txt", "log_sec3_q1.txt", "log_sec3_q2.txt", "log_sec3_q3.txt"]
+    assert logs == ["log_sec0.txt", "log_sec1.txt", "log_sec2.txt", "log_sec3_q1.txt", "log_sec3_q2.txt", "log_sec3_q3.txt"]
     text = (results / "logs" / "log_sec3_q1.txt").read_text()
     assert text.count("=== Trial") == 2 and text.count("** Results **") == 2 and "Rank-1  :" in text
     assert '"lr": 3e-05' in text and "Best by mAP: trial" in text

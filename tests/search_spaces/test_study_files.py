@@ -74,7 +74,9 @@ def test_fashion_mnist_study_matches_the_assignment(fake_npz):
 
 def test_reid_study_matches_the_coursework(fake_veri):
     study, _ = prepare(SPACES / "reid_veri776.yaml", {"dataset.root": str(fake_veri), "model.pretrained": False})
-    assert [s.id for s in study.sections] == ["1", "2", "3.1", "3.2", "3.3"]
+    assert [s.id for s in study.sections] == ["0", "1", "2", "3.1", "3.2", "3.3"]
+    default_run = study.section("0")  # the coursework's first question: the default settings, once
+    assert default_run.swept == () and default_run.num_trials == 1
     assert (study.metric, study.mode, study.report[0]) == ("mAP", "max", "rank1")
     models = dict(study.section("1").zip)
     workers = dict(zip(models["model.name"], models["workers"]))
@@ -105,5 +107,7 @@ def test_zipped_sweeps_of_the_coursework_studies_are_the_listed_pairs(fake_image
     assert len(optimisers) == 10  # 5 zipped optimiser settings × dropout 0 / 0.25
     assert {(p["optimizer.name"], p["optimizer.momentum"]) for p in optimisers} == {
         ("sgd", 0.0), ("sgd", 0.9), ("adam", 0.9), ("rmsprop", 0.9), ("adamw", 0.9)}  # fmt: skip
+    dropout = study.section("2")  # dropout rates for the two best optimisers of section 1
+    assert (dropout.inherit, dropout.top, dropout.swept, dropout.num_trials) == (("1",), 2, ("model.dropout",), 8)
     models = sweep_points(study, study.section("3"))
     assert [(p["model.name"], p["batch_size"]) for p in models] == [("simple_cnn", 32), ("resnet9", 400), ("resnet20", 128)]
