@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from expgrid.records import TrialRecord
-from expgrid.study_types import Section, Study
+from expgrid.study_types import Section, Selection, Study
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +112,7 @@ def top_configurations(study: Study, section: Section, parent: Section, trials: 
     return chosen
 
 
-def ranked(trials: Sequence[TrialRecord], metric: str, mode: str, select: str) -> list[tuple[TrialRecord, float]]:
+def ranked(trials: Sequence[TrialRecord], metric: str, mode: str, select: Selection) -> list[tuple[TrialRecord, float]]:
     """Scored trials, best first (ties: the earlier trial), as ``records.best_trial`` picks the best."""
     scored = [(t, s) for t in trials if (s := t.score(metric, mode, select)) is not None]
     sign = -1.0 if mode == "max" else 1.0
