@@ -89,6 +89,20 @@ def test_an_old_finished_section_reports_without_control_keys(tmp_path):
     assert stops == {(1, 2): "diverged", (2, 1): "asha_stopped", (3, 3): "early_stopped"}  # on the last epoch
 
 
+@pytest.mark.parametrize("written, epochs", [
+    ("last_epoch", [4, 2, 1, 3]),  # a trial's last epoch, when it reports the metric there
+    ("best_epoch", [4, 2, 1, 3]),  # scores rise: the best is the last
+    ({"best_epoch": "score", "mode": "min"}, [1, 1, 1, 1]),  # select's own monitor and mode
+])  # fmt: skip
+def test_a_finished_sections_select_is_read_back_in_each_written_form(tmp_path, written, epochs):
+    _old_finished_section(tmp_path)
+    path = records.section_dir(tmp_path, "s") / "section.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "select": written}))
+    section = reports.load_section(tmp_path, "s")
+    assert section.select.to_json() == written
+    assert [t.selected(FACTS.metric, FACTS.mode, section.select)["epoch"] for t in section.trials] == epochs
+
+
 def _fresh(n: int) -> list[TrialRecord]:
     return [TrialRecord(index=i, swept={"x": i}, config={"x": i, "epochs": 4}) for i in range(n)]
 
