@@ -453,3 +453,24 @@ def test_point_datasets_take_only_the_mlp_and_no_augmentation():
     check_config({"dataset": moons, "model": {"name": "mlp", "depth": 2, "width": 8, "activation": "sine"}})
     _raises("model.name", lambda: check_config({"dataset": moons, "model": {"name": "simple_cnn"}}), "mlp for dataset moons")
     _raises("augment", lambda: check_config({"dataset": moons, "augment": "hflip"}), "2-D points")
+
+
+def test_a_study_giving_a_point_dataset_an_image_model_is_one_line_before_anything_runs(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    study = tmp_path / "moons.yaml"
+    study.write_text(
+        "study: moons\ntrainable: classify\nmetric: val_accuracy\nmode: max\n"
+        "defaults: {dataset: {name: moons, train_size: 100, val_size: 50}, model: {name: resnet18}}\n"
+        "sections:\n  - {id: '1', grid: {optimizer.lr: [0.1, 0.01]}}\n"
+    )
+    proc = subprocess.run([sys.executable, "-m", "expgrid", "validate", str(study)], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path, env={**os.environ, "MLFLOW_TRACKING_URI": ""})  # fmt: skip
+    assert proc.returncode == 2 and proc.stdout == "", proc
+    assert proc.stderr == (
+        f"error: {study}: defaults.model.name: expected mlp for dataset moons "
+        "(2-D points; the other models take images), got 'resnet18'\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["moons.yaml"]  # nothing created

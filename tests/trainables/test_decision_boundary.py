@@ -85,6 +85,18 @@ def test_the_artifact_holds_the_final_models_predictions_on_the_grid():
         assert share > 0.05, (rgb, share)
 
 
+def test_a_sine_mlp_on_spirals_draws_its_boundary_too():
+    spirals = merge(
+        MOONS, {"dataset": {"name": "spirals", "noise": None}, "model": {"activation": "sine"}, "epochs": 2}
+    )
+    session = run(spirals)
+    with np.load(io.BytesIO(session.artifacts["decision_boundary.npz"])) as npz:
+        xs, ys = npz["x"], npz["y"]
+    x_train = load_data(spirals)["x_train"]
+    assert xs[0] < x_train[:, 0].min() < x_train[:, 0].max() < xs[-1] and ys[0] < x_train[:, 1].min()
+    assert Image.open(io.BytesIO(session.artifacts["decision_boundary.png"])).size == (FIGURE_PIXELS, FIGURE_PIXELS)
+
+
 def test_no_boundary_for_images_or_when_switched_off():
     images = {"dataset": {"name": "synthetic", "shape": [1, 6, 6], "num_classes": 3, "train_size": 48, "val_size": 24},
               "model": {"name": "mlp", "hidden": [8]}, "epochs": 1}  # fmt: skip
@@ -117,7 +129,8 @@ def test_a_moons_section_on_ray_writes_each_trials_boundary_and_the_best_and_wor
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     study_file = tmp_path / "moons.yaml"
-    study_file.write_text(textwrap.dedent("""
+    study_file.write_text(
+        textwrap.dedent("""
         study: moons-boundary
         trainable: classify
         metric: val_accuracy
@@ -133,7 +146,8 @@ def test_a_moons_section_on_ray_writes_each_trials_boundary_and_the_best_and_wor
           - id: "1"
             name: Width
             grid: {model.width: [1, 16, 64]}
-    """))
+    """)
+    )
     study, spec = prepare(study_file)
     results = tmp_path / "results"
     outcome = run_study(study, spec, RunOptions(results_dir=results, stream=io.StringIO()))
@@ -163,7 +177,9 @@ def test_a_moons_section_on_ray_writes_each_trials_boundary_and_the_best_and_wor
     assert (report / "decision_boundary_worst.png").read_bytes() == pictures[worst]
     markdown = (results / "report" / "report.md").read_text()
     assert "](../sections/1/report/decision_boundary_best.png)" in markdown
-    print(f"\nmoons widths 1/16/64: val_accuracy {[round(scores[i], 3) for i in sorted(scores)]}, best {best}, worst {worst}")
+    print(
+        f"\nmoons widths 1/16/64: val_accuracy {[round(scores[i], 3) for i in sorted(scores)]}, best {best}, worst {worst}"
+    )
 
     # rebuilt from the results alone, the same copies
     (report / "decision_boundary_best.png").unlink()

@@ -51,7 +51,14 @@ from trainables.classification.synthetic import (
     CIFAR10_TRAIN_FILES,
     synthetic_pool,
 )
-from trainables.classification.two_d import POINT_DATASETS, check_points, generate, is_point_dataset, noise_of, pool_size
+from trainables.classification.two_d import (
+    POINT_DATASETS,
+    check_points,
+    generate,
+    is_point_dataset,
+    noise_of,
+    pool_size,
+)
 
 DATASET_DEFAULTS: dict[str, Any] = {
     "name": "digits",

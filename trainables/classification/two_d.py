@@ -64,7 +64,9 @@ def check_points(cfg: Mapping[str, Any]) -> None:
     need = int(cfg["train_size"]) + int(cfg["val_size"])
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, int):
-            raise ConfigError("dataset.n_samples", "an integer number of points, or null (train_size + 2 × val_size)", n)
+            raise ConfigError(
+                "dataset.n_samples", "an integer number of points, or null (train_size + 2 × val_size)", n
+            )
         if n <= need:
             raise ConfigError(
                 "dataset.n_samples",
@@ -72,8 +74,12 @@ def check_points(cfg: Mapping[str, Any]) -> None:
                 n,
             )
     noise = cfg.get("noise")
-    if noise is not None and (isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < math.inf):
-        raise ConfigError("dataset.noise", f"a noise std >= 0, or null ({DEFAULT_NOISE[cfg['name']]} for {cfg['name']})", noise)
+    if noise is not None and (
+        isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < math.inf
+    ):
+        raise ConfigError(
+            "dataset.noise", f"a noise std >= 0, or null ({DEFAULT_NOISE[cfg['name']]} for {cfg['name']})", noise
+        )
 
 
 def check_point_inputs(dataset_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any], augment: Any) -> None:
@@ -89,7 +95,9 @@ def check_point_inputs(dataset_cfg: Mapping[str, Any], model_cfg: Mapping[str, A
     from trainables.classification.augment import build_augment
 
     if build_augment(augment) is not None:
-        raise ConfigError("augment", f"none for dataset {name} (image augmentations do not apply to 2-D points)", augment)
+        raise ConfigError(
+            "augment", f"none for dataset {name} (image augmentations do not apply to 2-D points)", augment
+        )
 
 
 def generate(name: str, n: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
