@@ -19,7 +19,7 @@ from expgrid.reporter import LocalSession, active
 from expgrid.reports.results import SectionResults, StudyFacts
 from expgrid.reports.trial_images import worst_trial
 from expgrid.stopping import TrialRules
-from trainables.classification.boundary import FIGURE_PIXELS, GRID_POINTS, MARGIN, grid_axes
+from trainables.classification.boundary import FIGURE_PIXELS, GRID_POINTS, MARGIN, boundary_title, grid_axes
 from trainables.classification.models import create_model
 from trainables.classification.train import CLASSIFY_DEFAULTS, classify, load_data
 
@@ -46,6 +46,8 @@ def test_grid_spans_the_points_bounding_box_and_a_margin():
     assert np.all(np.diff(xs) > 0) and np.allclose(np.diff(xs), np.diff(xs)[0], rtol=1e-4)  # regular
     xs, ys = grid_axes(np.array([[1.0, 1.0], [1.0, 2.0]]))  # no extent along x: still a grid around it
     assert xs[0] < 1 < xs[-1]
+    title = boundary_title({"name": "mlp", "depth": 2, "width": 16, "hidden": None}, 2, 50, 0.98712)
+    assert title == "mlp 2-16-16-2, epoch 50: val_accuracy 0.987"
 
 
 def test_the_artifact_holds_the_final_models_predictions_on_the_grid():

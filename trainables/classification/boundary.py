@@ -16,7 +16,7 @@ reports draw theirs; matplotlib is imported only when a picture is drawn.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -98,6 +98,15 @@ def grid_npz(xs: np.ndarray, ys: np.ndarray, predicted: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, x=xs, y=ys, predicted=predicted)
     return buffer.getvalue()
+
+
+def boundary_title(model_cfg: Mapping[str, Any], num_classes: int, epoch: int, val_accuracy: float) -> str:
+    """What the picture shows, to tell the best from the worst: the MLP's layer widths, the epoch
+    and its validation accuracy, e.g. ``mlp 2-16-16-2, epoch 50: val_accuracy 0.987``."""
+    from trainables.classification.models import hidden_widths
+
+    widths = hidden_widths(model_cfg.get("hidden"), model_cfg.get("depth"), model_cfg.get("width"))
+    return f"mlp {'-'.join(map(str, [2, *widths, num_classes]))}, epoch {epoch}: val_accuracy {val_accuracy:.3f}"
 
 
 def decision_boundary_files(model: nn.Module, points: Any, labels: Any, num_classes: int,

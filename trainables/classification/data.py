@@ -531,7 +531,7 @@ def check_dataset_files(cfg: Mapping[str, Any]) -> None:
     ``download: true`` will fetch them), CIFAR-10's six pickle batches (each a complete pickle:
     valid first opcode, STOP last). image_folder: the layout, images in every class folder,
     train_size / val_size within the counts, and every file's image header
-    (``trainables.datafiles``). digits and synthetic have no files."""
+    (``trainables.datafiles``). digits, synthetic and the point datasets have no files."""
     cfg = {**DATASET_DEFAULTS, **cfg}
     name = cfg["name"]
     if name == "fashion_mnist":

@@ -84,7 +84,7 @@ from expgrid.errors import ConfigError
 from trainables.checks import require_int, require_mappings, require_seed
 from trainables.classification.augment import build_augment, check_augment
 from trainables.classification.batches import Batches, make_splits
-from trainables.classification.boundary import decision_boundary_files, takes_points
+from trainables.classification.boundary import boundary_title, decision_boundary_files, takes_points
 from trainables.classification.data import DATASET_DEFAULTS, check_dataset, check_dataset_files, load_dataset
 from trainables.classification.diagnostics import (
     DIAGNOSTICS_DEFAULTS,
@@ -445,6 +445,6 @@ def _train(cfg: dict[str, Any], data: Mapping[str, Any]) -> None:
         step_scheduler(scheduler, cfg["scheduler"], metrics)
         files = None
         if want_confusion or grad_norms is not None or want_boundary:
-            title = f"epoch {epoch}, val_accuracy {host[3]:.3f}"
+            title = boundary_title(cfg["model"], num_classes, epoch, host[3]) if want_boundary else ""
             files = lambda p=predictions, t=val_targets, s=title: artifacts(p, t, s)  # noqa: E731 - called only when due
         reporter.report(metrics, checkpoint=lambda epoch=epoch: checkpoint(epoch), artifacts=files)
