@@ -6,6 +6,8 @@ Files (all rebuilt by ``expgrid report RESULTS_DIR`` from the stored results)::
     <results>/sections/<id>/report/curves.png              loss/metric per epoch (plots)
     <results>/sections/<id>/report/value_curve.png         one numeric parameter swept
     <results>/sections/<id>/report/heatmap.png             two parameters crossed
+    <results>/sections/<id>/report/<stem>_best.png, _worst.png   the best / worst trial's PNG
+                                                           artifacts, e.g. decision_boundary (trial_images)
     <results>/report/summary.txt, summary.md, summary.csv  best configuration per section (summary)
     <results>/report/report.md                             the summary, every table and plot
     <results>/report/trials.parquet                        every trial-epoch, for pandas (store)
@@ -77,6 +79,7 @@ def write_section_report(facts: StudyFacts, section: SectionResults, results: Pa
     """The section's table (Markdown, CSV) and plots; returns the files written."""
     from expgrid.reports import plots
     from expgrid.reports.tables import section_table
+    from expgrid.reports.trial_images import copy_trial_images
 
     folder = section_report_dir(results, section.id)
     folder.mkdir(parents=True, exist_ok=True)
@@ -86,6 +89,7 @@ def write_section_report(facts: StudyFacts, section: SectionResults, results: Pa
     files = [_write(folder / "table.md", table.to_markdown()), _write(folder / "table.csv", table.to_csv())]
     for stem, figure in plots.section_figures(facts, section).items():
         files.append(plots.save(figure, folder / f"{stem}.png"))
+    files += copy_trial_images(facts, section, results, folder)
     return files
 
 
@@ -127,6 +131,7 @@ def rebuild(results: Path) -> Report:
 
 def _report_markdown(facts: StudyFacts, summary: StudySummary, sections: Sequence[SectionResults], results: Path) -> str:
     from expgrid.reports.tables import section_table
+    from expgrid.reports.trial_images import rank_copies
 
     parts = [f"# {facts.name}\n", summary.to_markdown()]
     for section in sections:
@@ -135,6 +140,8 @@ def _report_markdown(facts: StudyFacts, summary: StudySummary, sections: Sequenc
         for name in SECTION_FILES:
             if name.endswith(".png") and (folder / name).exists():
                 parts.append(f"![{name[:-4]}](../sections/{section.id}/report/{name})\n")
+        for path in rank_copies(folder):
+            parts.append(f"![{path.stem}](../sections/{section.id}/report/{path.name})\n")
     return "\n".join(parts)
 
 

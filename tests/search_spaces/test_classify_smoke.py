@@ -87,6 +87,10 @@ def test_iml_project4_study_smoke(ray_session, data_root, tmp_path):
     for trial in sections["4"]:
         norms = json.loads((results / "sections" / "4" / "trials" / str(trial["index"]) / "grad_norms.json").read_text())
         assert len(norms["layers"]) == trial["swept"]["model.depth"] + 1  # hidden layers and the head
+        assert trial["config"]["dataset"]["name"] == "spirals" and "decision_boundary.png" in trial["artifacts"]
+        assert (trial["config"]["optimizer"]["name"], trial["config"]["batch_size"]) == ("adam", 128)  # not inherited
+    report = results / "sections" / "4" / "report"
+    assert (report / "decision_boundary_best.png").is_file() and (report / "decision_boundary_worst.png").is_file()
     transfer = sections["5"]
     assert [t["config"]["mode"] for t in transfer] == ["scratch", "scratch"]  # the grid's first two points
     assert transfer[0]["config"]["model"]["name"] == "resnet18"

@@ -355,3 +355,122 @@ def test_batches_land_on_the_gpu(folder_root):
     folder = make_splits(load_dataset(folder_cfg(folder_root, image_size=8)), cuda)["val"]
     x, y = next(folder.epoch(4, shuffle=True))
     assert x.is_cuda and y.is_cuda and x.dtype == torch.float32 and x.shape == (4, 3, 8, 8)
+
+
+# ----------------------------------------------------------------------------------------------
+# 2-D points: moons, circles, spirals (two_d.py)
+
+POINTS = ("moons", "circles", "spirals")
+
+
+@pytest.mark.parametrize("name", POINTS)
+def test_point_datasets_split_a_balanced_seeded_pool_of_2d_points(name):
+    from trainables.classification.two_d import generate
+
+    cfg = {"name": name, "train_size": 300, "val_size": 100, "n_samples": 501, "noise": 0.1, "seed": 3}
+    check_dataset(cfg)
+    data = load_dataset(cfg)
+    assert data["num_classes"] == 2
+    for split, n in (("train", 300), ("val", 100), ("test", 101)):  # the rest of the 501 is the test split
+        x, y = data[f"x_{split}"], data[f"y_{split}"]
+        assert x.shape == (n, 2) and x.dtype == np.float32 and y.shape == (n,) and y.dtype == np.int64
+        assert set(np.unique(y)) == {0, 1}
+        assert abs(np.mean(y) - 0.5) < 0.15  # each split near balanced (the pool exactly)
+    pool = np.concatenate([data[f"y_{s}"] for s in ("train", "val", "test")])
+    assert abs(int(np.sum(pool == 0)) - int(np.sum(pool == 1))) == 1  # 501 points: 250 and 251
+    # the splits are the generated pool, cut without loss or repeat
+    x_pool, _ = generate(name, 501, 0.1, 3)
+    together = np.concatenate([data[f"x_{s}"] for s in ("train", "val", "test")])
+    np.testing.assert_array_equal(np.unique(together, axis=0), np.unique(x_pool, axis=0))
+    # the seed fixes everything; another seed is other data
+    again = load_dataset(cfg)
+    for key in ("x_train", "y_train", "x_test"):
+        np.testing.assert_array_equal(again[key], data[key])
+    assert not np.array_equal(load_dataset({**cfg, "seed": 4})["x_train"], data["x_train"])
+
+
+def test_point_datasets_default_sizes_and_noise():
+    from trainables.classification.two_d import DEFAULT_NOISE, noise_of, pool_size
+
+    data = load_dataset({"name": "moons", "train_size": 64, "val_size": 32})  # n_samples null
+    assert [len(data[f"y_{s}"]) for s in ("train", "val", "test")] == [64, 32, 32]
+    assert pool_size({"train_size": 64, "val_size": 32, "n_samples": None}) == 128
+    assert noise_of({"name": "spirals", "noise": None}) == DEFAULT_NOISE["spirals"] == 0.2
+    assert noise_of({"name": "spirals", "noise": 0}) == 0.0
+
+
+def test_spirals_follow_their_formula():
+    """Noise 0: each point lies on arm k: r = t, θ = t + k·π (mod 2π), t in [0.5, 3π]; with noise σ
+    (same seed, so the same t and k) the points move by N(0, σ²) per coordinate."""
+    from trainables.classification.two_d import SPIRAL_T_MAX, SPIRAL_T_MIN, spirals
+
+    x, k = spirals(4000, 0.0, seed=1)
+    r = np.hypot(x[:, 0], x[:, 1]).astype(np.float64)
+    assert SPIRAL_T_MIN - 1e-5 <= r.min() and r.max() <= SPIRAL_T_MAX + 1e-5
+    assert r.min() < SPIRAL_T_MIN + 0.05 and r.max() > SPIRAL_T_MAX - 0.05  # t spans the whole range
+    theta = np.arctan2(x[:, 1], x[:, 0]).astype(np.float64)
+    off = np.angle(np.exp(1j * (theta - r - k * np.pi)))  # wrapped into (-π, π]
+    assert np.abs(off).max() < 1e-4
+    assert np.bincount(k).tolist() == [2000, 2000]
+    noisy, k_noisy = spirals(4000, 0.3, seed=1)
+    np.testing.assert_array_equal(k_noisy, k)
+    moved = (noisy - x).ravel()
+    assert abs(moved.mean()) < 0.03 and abs(moved.std() - 0.3) < 0.02
+
+
+def test_moons_and_circles_lie_on_their_curves_without_noise():
+    from trainables.classification.two_d import CIRCLES_FACTOR, generate
+
+    x, y = generate("moons", 400, 0.0, 0)
+    upper, lower = x[y == 0], x[y == 1]
+    np.testing.assert_allclose(np.hypot(*upper.T), 1.0, atol=1e-5)  # the upper half circle about (0, 0)
+    np.testing.assert_allclose(np.hypot(lower[:, 0] - 1, lower[:, 1] - 0.5), 1.0, atol=1e-5)  # lower, about (1, ½)
+    assert upper[:, 1].min() >= -1e-6 and lower[:, 1].max() <= 0.5 + 1e-6
+    x, y = generate("circles", 400, 0.0, 0)
+    np.testing.assert_allclose(np.hypot(*x[y == 0].T), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.hypot(*x[y == 1].T), CIRCLES_FACTOR, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("cfg", "field", "words"),
+    [
+        ({"name": "moons", "train_size": 100, "val_size": 50, "n_samples": 150}, "dataset.n_samples", "more than"),
+        ({"name": "spirals", "n_samples": 2.5}, "dataset.n_samples", "integer"),
+        ({"name": "circles", "noise": -0.1}, "dataset.noise", "std >= 0"),
+        ({"name": "circles", "noise": "big"}, "dataset.noise", "0.05 for circles"),
+        ({"name": "digits", "noise": 0.1}, "dataset.noise", "moons or circles or spirals only"),
+        ({"name": "synthetic", "n_samples": 100}, "dataset.n_samples", "only, not synthetic"),
+    ],
+)
+def test_bad_point_dataset_options_name_their_field(cfg, field, words):
+    _raises(field, lambda: check_dataset(cfg), words)
+
+
+def test_point_datasets_take_only_the_mlp_and_no_augmentation():
+    from trainables.classification.train import check_config
+
+    moons = {"name": "moons", "train_size": 64, "val_size": 32}
+    check_config({"dataset": moons, "model": {"name": "mlp", "depth": 2, "width": 8, "activation": "sine"}})
+    _raises("model.name", lambda: check_config({"dataset": moons, "model": {"name": "simple_cnn"}}), "mlp for dataset moons")
+    _raises("augment", lambda: check_config({"dataset": moons, "augment": "hflip"}), "2-D points")
+
+
+def test_a_study_giving_a_point_dataset_an_image_model_is_one_line_before_anything_runs(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    study = tmp_path / "moons.yaml"
+    study.write_text(
+        "study: moons\ntrainable: classify\nmetric: val_accuracy\nmode: max\n"
+        "defaults: {dataset: {name: moons, train_size: 100, val_size: 50}, model: {name: resnet18}}\n"
+        "sections:\n  - {id: '1', grid: {optimizer.lr: [0.1, 0.01]}}\n"
+    )
+    proc = subprocess.run([sys.executable, "-m", "expgrid", "validate", str(study)], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path, env={**os.environ, "MLFLOW_TRACKING_URI": ""})  # fmt: skip
+    assert proc.returncode == 2 and proc.stdout == "", proc
+    assert proc.stderr == (
+        f"error: {study}: defaults.model.name: expected mlp for dataset moons "
+        "(2-D points; the other models take images), got 'resnet18'\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["moons.yaml"]  # nothing created

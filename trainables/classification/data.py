@@ -5,7 +5,8 @@ out of it, so there is no ``DataLoader`` and no per-sample Python. A loader here
 ``dataset`` config mapping and returns one of two kinds of data (``batches.make_splits`` turns
 either into batch sources):
 
-* arrays (``digits``, ``fashion_mnist``, ``cifar10``, ``synthetic``)::
+* arrays (``digits``, ``fashion_mnist``, ``cifar10``, ``synthetic``; ``moons``, ``circles``,
+  ``spirals``: 2-D points, ``x_*`` float32 (N, 2), see ``two_d.py``)::
 
     {"x_train": float32 (N, C, H, W) in [0, 1], "y_train": int64 (N,),
      "x_val": ..., "y_val": ..., "x_test": ..., "y_test": ..., "num_classes": int,
@@ -25,7 +26,8 @@ seed, so changing the training seed does not change which samples are validated 
 ``train_size`` samples train, the next ``val_size`` validate, the rest test.
 
 Some options decide the data of one dataset only (``OWN_KEYS``: ``image_size``, ``train_dir``,
-``val_dir`` of ``image_folder``; ``shape``, ``num_classes`` of ``synthetic``); on any other
+``val_dir`` of ``image_folder``; ``shape``, ``num_classes`` of ``synthetic``; ``n_samples``,
+``noise`` of the point datasets); on any other
 dataset they must keep their defaults, so a value that would be silently ignored is rejected
 instead. ``loader_workers`` says how, not what, to load, so in-memory datasets just ignore it.
 """
@@ -49,6 +51,14 @@ from trainables.classification.synthetic import (
     CIFAR10_TRAIN_FILES,
     synthetic_pool,
 )
+from trainables.classification.two_d import (
+    POINT_DATASETS,
+    check_points,
+    generate,
+    is_point_dataset,
+    noise_of,
+    pool_size,
+)
 
 DATASET_DEFAULTS: dict[str, Any] = {
     "name": "digits",
@@ -66,6 +76,8 @@ DATASET_DEFAULTS: dict[str, Any] = {
     "loader_workers": 2,
     "shape": [3, 32, 32],  # synthetic: [channels, height, width] of an image, pixels
     "num_classes": 10,  # synthetic: classes
+    "n_samples": None,  # moons / circles / spirals: points generated (null: train_size + 2 × val_size)
+    "noise": None,  # moons / circles / spirals: Gaussian noise std (null: 0.1 / 0.05 / 0.2; two_d.py)
 }
 # Options deciding the data of some datasets only; elsewhere they must keep their defaults (see above).
 OWN_KEYS: dict[str, tuple[str, ...]] = {
@@ -74,6 +86,8 @@ OWN_KEYS: dict[str, tuple[str, ...]] = {
     "val_dir": ("image_folder",),
     "shape": ("synthetic",),
     "num_classes": ("synthetic",),
+    "n_samples": POINT_DATASETS,
+    "noise": POINT_DATASETS,
 }
 IMAGE_FOLDER_SIZE = 64  # pixels: image_folder's image_size when null (Tiny-ImageNet's own size)
 
@@ -124,6 +138,8 @@ def check_dataset(cfg: Mapping[str, Any]) -> None:
         _check_image_folder_options(cfg)
     elif name == "synthetic":
         _check_synthetic(cfg)
+    elif is_point_dataset(name):
+        check_points(cfg)
     if available is not None:
         _check_sizes(cfg, available)
 
@@ -489,6 +505,17 @@ def synthetic(cfg: Mapping[str, Any]) -> Arrays:
     return out
 
 
+def _points(cfg: Mapping[str, Any]) -> Arrays:
+    """A generated 2-D point dataset (``two_d.py``), split like the others (``split_shuffled``)."""
+    check_points(cfg)
+    x, y = generate(cfg["name"], pool_size(cfg), noise_of(cfg), int(cfg["seed"]))
+    return split_shuffled(x, y, cfg, num_classes=2, scale=1.0)
+
+
+for _name in POINT_DATASETS:
+    DATASETS.register(_name, _points)
+
+
 # ---------------------------------------------------------------------------------------------
 # The files, checked before a run (``check_data``): what the loaders above would read, looked at
 # cheaply — headers, listings and sizes, and the labels of an .npz (small), never the images.
@@ -504,7 +531,7 @@ def check_dataset_files(cfg: Mapping[str, Any]) -> None:
     ``download: true`` will fetch them), CIFAR-10's six pickle batches (each a complete pickle:
     valid first opcode, STOP last). image_folder: the layout, images in every class folder,
     train_size / val_size within the counts, and every file's image header
-    (``trainables.datafiles``). digits and synthetic have no files."""
+    (``trainables.datafiles``). digits, synthetic and the point datasets have no files."""
     cfg = {**DATASET_DEFAULTS, **cfg}
     name = cfg["name"]
     if name == "fashion_mnist":

@@ -12,6 +12,10 @@
   epoch's evaluation (one ``bincount`` on the device), with per-class accuracy; sent as the
   artifacts ``confusion_matrix.csv`` and ``per_class_accuracy.csv`` when the trial's artifacts are
   due (its last epoch, a stop, an ASHA rung).
+* ``decision_boundary`` (inputs of 2 features only: the point datasets ``moons``, ``circles``,
+  ``spirals``; ignored for images): the model's predicted class over a grid around the training
+  points, drawn with them, when the trial's artifacts are due; the artifacts
+  ``decision_boundary.png`` and ``decision_boundary.npz`` (``boundary.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from expgrid.errors import ConfigError
 DIAGNOSTICS_DEFAULTS: dict[str, Any] = {
     "grad_norms": False,  # per-layer mean gradient L2 norm per epoch → grad_norms.json
     "confusion_matrix": True,  # validation confusion matrix → confusion_matrix.csv, per_class_accuracy.csv
+    "decision_boundary": True,  # 2-D inputs: predicted class over a grid → decision_boundary.png, .npz
 }
 ROOT_NAME = "(root)"  # the layer name of parameters held by the model module itself
 
@@ -34,7 +39,7 @@ ROOT_NAME = "(root)"  # the layer name of parameters held by the model module it
 def check_diagnostics(cfg: Any) -> None:
     """Reject a ``diagnostics`` config: a mapping of the known switches, each true or false."""
     if not isinstance(cfg, Mapping):
-        raise ConfigError("diagnostics", "a mapping of grad_norms / confusion_matrix to true or false", cfg)
+        raise ConfigError("diagnostics", f"a mapping of {' / '.join(DIAGNOSTICS_DEFAULTS)} to true or false", cfg)
     for key, value in cfg.items():
         if key not in DIAGNOSTICS_DEFAULTS:
             raise ConfigError(f"diagnostics.{key}", f"one of {', '.join(DIAGNOSTICS_DEFAULTS)}", key)

@@ -33,7 +33,8 @@ scheduler, and report (``expgrid.reporter``)::
 Artifacts (files beside the metrics, built only when due: the trial's last epoch, a stop, an ASHA
 rung; see ``diagnostics.py``): ``confusion_matrix.csv`` and ``per_class_accuracy.csv`` of the
 validation set (``diagnostics.confusion_matrix``, on by default) and ``grad_norms.json``, per-layer
-mean gradient L2 norms per epoch (``diagnostics.grad_norms``, off by default).
+mean gradient L2 norms per epoch (``diagnostics.grad_norms``, off by default); for 2-D point data,
+``decision_boundary.png`` / ``.npz`` (``diagnostics.decision_boundary``, on; ``boundary.py``).
 
 Training options: ``optimizer`` (``optim.py``), ``scheduler`` (``schedules.py``, stepped once per
 epoch), ``grad_clip`` (max L2 norm of the whole gradient over the trainable parameters, clipped
@@ -83,6 +84,7 @@ from expgrid.errors import ConfigError
 from trainables.checks import require_int, require_mappings, require_seed
 from trainables.classification.augment import build_augment, check_augment
 from trainables.classification.batches import Batches, make_splits
+from trainables.classification.boundary import boundary_title, decision_boundary_files, takes_points
 from trainables.classification.data import DATASET_DEFAULTS, check_dataset, check_dataset_files, load_dataset
 from trainables.classification.diagnostics import (
     DIAGNOSTICS_DEFAULTS,
@@ -103,6 +105,7 @@ from trainables.classification.optim import (
     scaled_step,
 )
 from trainables.classification.schedules import SCHEDULER_DEFAULTS, check_scheduler, create_scheduler, step_scheduler
+from trainables.classification.two_d import check_point_inputs
 from trainables.common import dataset_key as _dataset_key
 from trainables.common import to_cpu, torch_threads
 
@@ -189,6 +192,7 @@ def check_config(config: Mapping[str, Any]) -> None:
         raise ConfigError("amp", "true, false, bfloat16 or float16", cfg["amp"])
     check_augment(cfg["augment"])
     check_diagnostics(cfg["diagnostics"])
+    check_point_inputs(cfg["dataset"], cfg["model"], cfg["augment"])
 
 
 def dataset_key(config: Mapping[str, Any]) -> Hashable:
@@ -286,6 +290,7 @@ def _train(cfg: dict[str, Any], data: Mapping[str, Any]) -> None:
     smoothing = float(cfg["label_smoothing"])
     want_confusion = bool(cfg["diagnostics"]["confusion_matrix"])
     grad_norms = GradNorms(model, flat, params) if cfg["diagnostics"]["grad_norms"] else None
+    want_boundary = bool(cfg["diagnostics"]["decision_boundary"]) and takes_points(train.sample_shape)
     norm_epochs: list[int] = []
     norm_rows: list[list[float]] = []
     first = first_trained_layer(model).weight
@@ -320,7 +325,7 @@ def _train(cfg: dict[str, Any], data: Mapping[str, Any]) -> None:
             "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
         }
 
-    def artifacts(predictions: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
+    def artifacts(predictions: torch.Tensor, targets: torch.Tensor, title: str = "") -> dict[str, Any]:
         files: dict[str, Any] = {}
         if want_confusion:
             matrix = confusion_matrix(targets, predictions, num_classes).cpu()
@@ -328,6 +333,8 @@ def _train(cfg: dict[str, Any], data: Mapping[str, Any]) -> None:
             files["per_class_accuracy.csv"] = per_class_accuracy_csv(matrix, data.get("classes"))
         if grad_norms is not None:
             files["grad_norms.json"] = grad_norms_json(grad_norms.names, norm_epochs, norm_rows)
+        if want_boundary:  # the model as it is now: at the last epoch, the trial's final model
+            files.update(decision_boundary_files(model, data["x_train"], data["y_train"], num_classes, device, title))
         return files
 
     def autocast() -> Any:
@@ -437,6 +444,7 @@ def _train(cfg: dict[str, Any], data: Mapping[str, Any]) -> None:
         # before the checkpoint, so a resumed trial starts at the next rate
         step_scheduler(scheduler, cfg["scheduler"], metrics)
         files = None
-        if want_confusion or grad_norms is not None:
-            files = lambda p=predictions, t=val_targets: artifacts(p, t)  # noqa: E731 - called only when due
+        if want_confusion or grad_norms is not None or want_boundary:
+            title = boundary_title(cfg["model"], num_classes, epoch, host[3]) if want_boundary else ""
+            files = lambda p=predictions, t=val_targets, s=title: artifacts(p, t, s)  # noqa: E731 - called only when due
         reporter.report(metrics, checkpoint=lambda epoch=epoch: checkpoint(epoch), artifacts=files)
