@@ -207,26 +207,32 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run_expgrid(study: Path, results: Path, timeout_s: int, declared: tuple[int, int] | None) -> Run:
-    """``expgrid run STUDY --results RESULTS`` in a new process, from the repository root.
+def run_expgrid(study: Path, results: Path, timeout_s: int, declared: tuple[int, int] | None,
+                extra: tuple[str, ...] = ()) -> Run:  # fmt: skip
+    """``expgrid run STUDY --results RESULTS [EXTRA…]`` in a new process, from the repository root.
 
     ``declared``: (CPUs, GPUs) to declare to the local Ray (dry run), through ``_drive_declared``."""
-    args = ["run", str(study), "--results", str(results)]
+    args = ["run", str(study), "--results", str(results), *extra]
     if declared is None:
         command = [sys.executable, "-m", "expgrid", *args]
     else:
         snippet = "import sys; from bench.gpu_check import _drive_declared; sys.exit(_drive_declared(sys.argv[1:]))"
         command = [sys.executable, "-c", snippet, str(declared[0]), str(declared[1]), *args]
+    return Run(results, *run_process(command, timeout_s))
+
+
+def run_process(command: list[str], timeout_s: int) -> tuple[int, str, str, float, bool]:
+    """Run ``command`` from the repository root: exit code, stdout, stderr, seconds, timed out."""
     began = time.perf_counter()
     # A session of its own, so that a run past its time is stopped with its Ray and nothing else.
     proc = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)  # fmt: skip
     try:
         out, err = proc.communicate(timeout=timeout_s)
-        return Run(results, proc.returncode, out, err, time.perf_counter() - began)
+        return proc.returncode, out, err, time.perf_counter() - began, False
     except subprocess.TimeoutExpired:
         out, err = _stop(proc)
-        return Run(results, proc.returncode or 124, out, err, time.perf_counter() - began, timed_out=True)
+        return proc.returncode or 124, out, err, time.perf_counter() - began, True
 
 
 def _stop(proc: subprocess.Popen) -> tuple[str, str]:
@@ -343,9 +349,9 @@ class Check:
         path.write_text(text)
         return path
 
-    def expgrid(self, name: str, text: str, declared_gpus: int) -> Run:
+    def expgrid(self, name: str, text: str, declared_gpus: int, extra: tuple[str, ...] = ()) -> Run:
         run = run_expgrid(self.study(name, text), self.out / f"results-{name}", self.timeout(name == "packing"),
-                          (self.cpus, declared_gpus) if self.dry else None)  # fmt: skip
+                          (self.cpus, declared_gpus) if self.dry else None, extra)  # fmt: skip
         (self.out / f"{name}.stdout.txt").write_text(run.stdout)
         (self.out / f"{name}.stderr.txt").write_text(run.stderr)
         print(f"    (expgrid run {name}: exit {run.rc}, {run.seconds:.1f} s)", flush=True)
@@ -353,7 +359,8 @@ class Check:
 
 
 def part_packing_and_amp(check: Check, parts: set[str]) -> None:
-    run = check.expgrid("packing", packing_study(check.sizes), declared_gpus=1)
+    sections = ["packed", "alone"] * ("a" in parts) + ["amp"] * ("c" in parts)
+    run = check.expgrid("packing", packing_study(check.sizes), declared_gpus=1, extra=("--sections", ",".join(sections)))
     if "a" in parts:
         _packing(check, run)
     if "c" in parts:
@@ -492,19 +499,15 @@ def _probe_facts(results: Path, trial: records.TrialRecord) -> dict[str, Any]:
 def run_train_probe(check: Check) -> dict[str, Any] | None:
     """The probe as a one-worker TorchTrainer in a process of its own; its facts, or None."""
     out = check.out / "train_probe.json"
+    out.unlink(missing_ok=True)
     snippet = "import sys; from bench.gpu_check import _train_probe_main; _train_probe_main(sys.argv[1:])"
     command = [sys.executable, "-c", snippet, str(out), str(check.sizes.ddp_train), str(check.sizes.ddp_epochs),
                "0" if check.dry else "1", str(check.cpus)]  # fmt: skip
-    began = time.perf_counter()
-    try:
-        limit = check.timeout(False)
-        proc = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=limit)
-        stderr = proc.stderr
-    except subprocess.TimeoutExpired as e:
-        stderr = f"timed out after {limit} s\n{e.stderr or ''}"
-    (check.out / "train_probe.stderr.txt").write_text(stderr if isinstance(stderr, str) else stderr.decode())
-    print(f"    (Ray Train probe: {time.perf_counter() - began:.1f} s)", flush=True)
-    return json.loads(out.read_text()) if out.exists() else None
+    rc, stdout, stderr, seconds, timed_out = run_process(command, check.timeout(False))
+    (check.out / "train_probe.stdout.txt").write_text(stdout)
+    (check.out / "train_probe.stderr.txt").write_text(stderr + (f"\ntimed out after {seconds:.0f} s\n" if timed_out else ""))
+    print(f"    (Ray Train probe: exit {rc}, {seconds:.1f} s)", flush=True)
+    return json.loads(out.read_text()) if rc == 0 and out.exists() else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -580,20 +583,23 @@ def _train_probe_main(argv: list[str]) -> None:
         import expgrid.reporter as reporter
 
         def loop(config: dict[str, Any]) -> None:
-            session = reporter.LocalSession()
-            with reporter.active(session):
+            with reporter.active(reporter.LocalSession()):
                 facts = _probe_rank(config)
-            ray.train.report(facts)
+            # A file, not the Result: Train V2 keeps metrics only with checkpoints (result.metrics
+            # was None). One node, one worker: the path is this machine's.
+            Path(config["facts_path"]).write_text(json.dumps(facts))
+            ray.train.report({"val_accuracy": facts["val_accuracy"]})
 
         with tempfile.TemporaryDirectory(prefix="gpucheck-train-") as storage:
             result = TorchTrainer(
                 loop,
-                train_loop_config={"train_size": train_size, "epochs": epochs, "seed": 0},
+                train_loop_config={"train_size": train_size, "epochs": epochs, "seed": 0, "facts_path": str(out)},
                 scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=use_gpu,
                                                        resources_per_worker={"CPU": 1, **({"GPU": 1} if use_gpu else {})}),
                 run_config=ray.train.RunConfig(name="gpucheck-train-probe", storage_path=storage),
             ).fit()  # fmt: skip
-        out.write_text(json.dumps(result.metrics))
+        if result.error is not None:
+            raise result.error
     finally:
         connect.shutdown()
 
