@@ -1,11 +1,14 @@
 """The GPU check: fractional packing, ``gpu: auto``, AMP bf16 and nccl data parallelism, each
 run through ``expgrid run`` on generated data (no downloads), in one command.
 
-    python bench/gpu_check.py                          # on a CUDA machine: under 8 minutes on one GPU
-    python bench/gpu_check.py --cpu-dry-run [--quick]  # the same code paths, tiny, on the CPU
+    python bench/gpu_check.py [--parts a,b,c,d] [--out DIR]   # on a CUDA machine
+    python bench/gpu_check.py --cpu-dry-run [--quick]           # the same code paths, tiny, on the CPU
 
-It writes small study files to a folder (``--out``, default a new temporary one, kept and
-printed) and runs them with ``expgrid run``:
+Sized for about 5 minutes on one H200-class GPU with 16 CPUs (an estimate: it has not run on a
+GPU yet); each run has a time limit and the whole check stops by 420 s, so it ends within 8
+minutes. It writes small study files to a folder (``--out``, default a new temporary one, kept
+and printed: the studies, each run's stdout and stderr, its results, summary.txt) and runs
+them with ``expgrid run``:
 
 (a) packing: 8 Fashion-MNIST-shaped MLP trials (generated 28×28 images) at ``gpu: 0.125``, all
     on one GPU at once, against the same 8 at ``gpu: 1``, one at a time. Throughput = trials per
@@ -292,7 +295,9 @@ def steady_epoch_seconds(trial: records.TrialRecord) -> float:
     return statistics.fmean(float(r["seconds"]) for r in rows)
 
 
-AUTO_MEASURED = re.compile(r"gpu: auto — peak (\d+) MiB of (\d+) MiB per trial → (\d+) trials per GPU \(gpu ([0-9.e+-]+) each\)")
+AUTO_MEASURED = re.compile(
+    r"gpu: auto — peak (\d+) MiB of (\d+) MiB per trial → (\d+) trials per GPU \(gpu ([0-9.e+-]+) each\)"
+)
 AUTO_NO_GPU = re.compile(r"gpu: auto — this cluster has no GPU")
 
 
@@ -360,7 +365,9 @@ class Check:
 
 def part_packing_and_amp(check: Check, parts: set[str]) -> None:
     sections = ["packed", "alone"] * ("a" in parts) + ["amp"] * ("c" in parts)
-    run = check.expgrid("packing", packing_study(check.sizes), declared_gpus=1, extra=("--sections", ",".join(sections)))
+    run = check.expgrid(
+        "packing", packing_study(check.sizes), declared_gpus=1, extra=("--sections", ",".join(sections))
+    )
     if "a" in parts:
         _packing(check, run)
     if "c" in parts:
@@ -414,7 +421,9 @@ def _amp(check: Check, run: Run) -> None:
     if check.dry:  # classify's amp is a no-op on the CPU: identical numbers are what is expected
         check.verdict("c", "(c) AMP ran both ways (on the CPU amp is a no-op: identical losses)", not changed,
                       "identical" if not changed else "losses differ on the CPU", structural=True)  # fmt: skip
-    check.verdict("c", target, changed and t16 < t32, f"bf16/fp32 {t16 / t32:.2f}, losses {'differ' if changed else 'identical'}")
+    check.verdict(
+        "c", target, changed and t16 < t32, f"bf16/fp32 {t16 / t32:.2f}, losses {'differ' if changed else 'identical'}"
+    )
 
 
 def part_auto(check: Check) -> None:
@@ -505,7 +514,9 @@ def run_train_probe(check: Check) -> dict[str, Any] | None:
                "0" if check.dry else "1", str(check.cpus)]  # fmt: skip
     rc, stdout, stderr, seconds, timed_out = run_process(command, check.timeout(False))
     (check.out / "train_probe.stdout.txt").write_text(stdout)
-    (check.out / "train_probe.stderr.txt").write_text(stderr + (f"\ntimed out after {seconds:.0f} s\n" if timed_out else ""))
+    (check.out / "train_probe.stderr.txt").write_text(
+        stderr + (f"\ntimed out after {seconds:.0f} s\n" if timed_out else "")
+    )
     print(f"    (Ray Train probe: exit {rc}, {seconds:.1f} s)", flush=True)
     return json.loads(out.read_text()) if rc == 0 and out.exists() else None
 
@@ -623,11 +634,16 @@ def gpu_facts() -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cpu-dry-run", action="store_true",
-                        help="run the same code paths with tiny sizes on the CPU (declared GPUs, gloo)")
+    parser.add_argument(
+        "--cpu-dry-run",
+        action="store_true",
+        help="run the same code paths with tiny sizes on the CPU (declared GPUs, gloo)",
+    )
     parser.add_argument("--quick", action="store_true", help="with --cpu-dry-run: smaller still (for the test suite)")
     parser.add_argument("--parts", default="a,b,c,d", help="which parts to run, e.g. a,c (default: a,b,c,d)")
-    parser.add_argument("--out", type=Path, help="folder for the study files and results (default: a new temporary one)")
+    parser.add_argument(
+        "--out", type=Path, help="folder for the study files and results (default: a new temporary one)"
+    )
     args = parser.parse_args(argv)
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     if not parts or parts - set("abcd"):
@@ -655,8 +671,14 @@ def main(argv: list[str] | None = None) -> int:
         sizes = GPU_SIZES
     out = args.out or Path(tempfile.mkdtemp(prefix="gpucheck-"))
     out.mkdir(parents=True, exist_ok=True)
-    check = Check(dry=args.cpu_dry_run, sizes=sizes, out=out.resolve(), gpus=facts["count"], cpus=cpus,
-                  deadline=time.monotonic() + (math.inf if args.cpu_dry_run else DEADLINE_S - (time.perf_counter() - began)))
+    check = Check(
+        dry=args.cpu_dry_run,
+        sizes=sizes,
+        out=out.resolve(),
+        gpus=facts["count"],
+        cpus=cpus,
+        deadline=time.monotonic() + (math.inf if args.cpu_dry_run else DEADLINE_S - (time.perf_counter() - began)),
+    )
     if check.dry:
         check.say(f"expgrid GPU check — CPU DRY RUN{' (quick)' if args.quick else ''}: declared GPUs, gloo, tiny "
                   f"sizes; the figures mean nothing, only that every part runs and is read back ({cpus} CPUs)")  # fmt: skip

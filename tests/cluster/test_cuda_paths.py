@@ -26,7 +26,9 @@ PROBE = "bench.gpu_check:ddp_probe"
 
 
 def _probe_study(write_study, body: str) -> Path:
-    return write_study(f"study: cuda-probe\ntrainable: {PROBE}\nmetric: val_accuracy\nmode: max\n" + textwrap.dedent(body))
+    return write_study(
+        f"study: cuda-probe\ntrainable: {PROBE}\nmetric: val_accuracy\nmode: max\n" + textwrap.dedent(body)
+    )
 
 
 def _facts(results: Path, section_id: str, trial: records.TrialRecord) -> dict:
@@ -35,12 +37,17 @@ def _facts(results: Path, section_id: str, trial: records.TrialRecord) -> dict:
 
 def test_quarter_gpu_trials_share_one_real_gpu_four_at_a_time(ray_session, write_study, tmp_path):
     # 2 CPUs at 0.5 each would allow 4; so would the GPU at 0.25: the 2-s epochs make them overlap.
-    study, spec = prepare(_probe_study(write_study, """
+    study, spec = prepare(
+        _probe_study(
+            write_study,
+            """
         defaults: {train_size: 2000, epochs: 2, sleep: 2}
         resources: {cpu: 0.5, gpu: 0.25}
         sections:
           - {id: p, grid: {seed: [0, 1, 2, 3]}}
-    """))
+    """,
+        )
+    )
     outcome = run_study(study, spec, RunOptions(results_dir=tmp_path / "r", stream=io.StringIO()))
     trials = outcome.sections[0].trials
     assert [t.status for t in trials] == ["completed"] * 4
@@ -92,12 +99,17 @@ def test_a_two_worker_trial_through_expgrid_uses_nccl(ray_session, write_study, 
 
     if torch.cuda.device_count() < 2:
         pytest.skip("needs 2 GPUs: nccl refuses two ranks on one GPU, and expgrid runs Ray Train only for workers > 1")
-    study, spec = prepare(_probe_study(write_study, """
+    study, spec = prepare(
+        _probe_study(
+            write_study,
+            """
         defaults: {train_size: 2000, epochs: 2, workers: 2}
         resources: {cpu: 1, gpu: 1}
         sections:
           - {id: d, grid: {seed: [0]}}
-    """))
+    """,
+        )
+    )
     outcome = run_study(study, spec, RunOptions(results_dir=tmp_path / "r", stream=io.StringIO()))
     trial = outcome.sections[0].trials[0]
     assert trial.status == "completed", trial.error
