@@ -17,6 +17,9 @@ from typing import Any, TextIO
 from expgrid.study import Resources
 
 HEADROOM = 0.15  # share of GPU memory left free: allocator fragmentation, CUDA context, spikes
+# The smallest share is 1/1000: a tiny trial (a 45 MiB MLP on a 141 GiB GPU would fit 2,700
+# times) must still reserve some GPU, or Ray would not count it against the GPU at all.
+MAX_TRIALS_PER_GPU = 1000
 
 # measure(spec_ref, config, data) -> (peak bytes of one trial, total bytes of the GPU)
 Measure = Callable[[str, dict[str, Any], Any], tuple[int, int]]
@@ -33,7 +36,7 @@ def trials_per_gpu(peak_bytes: int, gpu_bytes: int, headroom: float = HEADROOM) 
 def gpu_fraction(peak_bytes: int, gpu_bytes: int, headroom: float = HEADROOM) -> float:
     """The GPU share to reserve per trial: 1 / trials_per_gpu, rounded down to 1/1000 so that
     Ray's fixed-point GPU accounting never rounds n shares above one GPU."""
-    n = trials_per_gpu(peak_bytes, gpu_bytes, headroom)
+    n = min(trials_per_gpu(peak_bytes, gpu_bytes, headroom), MAX_TRIALS_PER_GPU)
     return math.floor(1000 / n) / 1000
 
 

@@ -18,6 +18,11 @@ def test_trials_per_gpu_leaves_headroom():
     assert gpu_fraction(2 * GiB, 80 * GiB) * 34 <= 1.0
 
 
+def test_a_tiny_trial_still_reserves_a_share():
+    # 45 MiB on a 141 GiB GPU fits 2,727 times; rounded down to 1/1000 that was a share of 0
+    assert gpu_fraction(45 * 2**20, 141 * GiB) == pytest.approx(0.001)
+
+
 def test_gpu_auto_packs_by_the_largest_measured_trial():
     measured = []
 
