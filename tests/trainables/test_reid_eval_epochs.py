@@ -56,7 +56,9 @@ def test_the_trainer_evaluates_where_the_rules_need_it(tiny_root, rules, eval_fr
 def test_an_asha_section_scores_trials_that_evaluate_only_at_rungs(ray_session, write_study, tiny_root, tmp_path):
     """epochs 4, ASHA grace 1 × 3: rungs at epochs 1 and 3, so epoch 2 reports no mAP — neither
     Tune (its strict metric check), ASHA, the records nor the Parquet table take that as a failure."""
-    study, spec = prepare(write_study(textwrap.dedent(f"""
+    study, spec = prepare(
+        write_study(
+            textwrap.dedent(f"""
         study: reid-rungs
         trainable: reid
         metric: mAP
@@ -74,7 +76,9 @@ def test_an_asha_section_scores_trials_that_evaluate_only_at_rungs(ray_session, 
         scheduler: {{asha: {{grace_period: 1, reduction_factor: 3}}}}
         sections:
           - {{id: "1", name: Learning rate, grid: {{optimizer.lr: [1.0e-3, 1.0e-6]}}}}
-    """)))
+    """)
+        )
+    )
     outcome = run_study(study, spec, RunOptions(results_dir=tmp_path / "r", stream=io.StringIO()))
     section = outcome.sections[0]
     for trial in section.trials:
@@ -88,3 +92,21 @@ def test_an_asha_section_scores_trials_that_evaluate_only_at_rungs(ray_session, 
     second = frame[frame.epoch == 2]  # the first trial runs all 4 epochs (it sets the rungs' bars)
     assert len(second) >= 1 and second["mAP"].isna().all() and second["loss_xent"].notna().all()
     assert frame[frame.epoch == 1]["mAP"].notna().all()
+
+
+def test_the_curves_draw_map_through_its_evaluation_epochs_only():
+    from expgrid.records import TrialRecord
+    from expgrid.reports import plots
+    from expgrid.reports.results import SectionResults, StudyFacts
+
+    history = [
+        {"epoch": e, "loss_xent": 3.0 - 0.2 * e, **({"mAP": 0.1 * e} if e in (3, 5) else {})} for e in range(1, 6)
+    ]
+    record = TrialRecord(0, {"optimizer.lr": 1e-3}, {"epochs": 5}, "completed", history, started=0.0, ended=1.0)
+    section = SectionResults(id="1", name="lr", swept=("optimizer.lr",), select="last_epoch", reference=None,
+                             resources={"cpu": 1.0}, seconds=1.0, best_index=0, trials=[record])  # fmt: skip
+    figure = plots.curves_figure(StudyFacts("reid", "mAP", "max", (), ("epoch", "loss_xent", "mAP")), section)
+    lines = {line.get_label(): line for ax in figure.axes for line in ax.get_lines()}
+    assert list(lines["optimizer.lr=0.001 · mAP"].get_xdata()) == [3, 5]
+    assert list(lines["optimizer.lr=0.001 · mAP"].get_ydata()) == pytest.approx([0.3, 0.5])
+    assert list(lines["optimizer.lr=0.001 · loss_xent"].get_xdata()) == [1, 2, 3, 4, 5]
