@@ -202,6 +202,12 @@ def report(
     _session().report(metrics, checkpoint, artifacts)
 
 
+def rules() -> TrialRules:
+    """The rules of the trial this code runs in (which epochs ASHA compares, early stopping,
+    best-epoch selection), so a trainable can skip work no rule reads; defaults outside a trial."""
+    return _session().rules
+
+
 def restore() -> Checkpoint | None:
     """The last checkpoint this trial saved, when it is being retried or resumed; else None."""
     return _session().restore()

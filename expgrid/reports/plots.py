@@ -68,7 +68,11 @@ def curves_figure(facts: StudyFacts, section: SectionResults) -> Figure | None:
             rows = epoch_rows(trial)
             epochs = [number(r.get("epoch", i)) for i, r in enumerate(rows, start=1)]
             for name in names:
-                ax.plot(epochs, [number(r.get(name)) for r in rows], color=colour,
+                # Only the epochs that report it: a metric some epochs leave out (reid's mAP outside
+                # its evaluation epochs) is drawn as a line through the others, not as NaN gaps.
+                points = [(e, number(r.get(name))) for e, r in zip(epochs, rows) if is_number(r.get(name))]
+                ax.plot([e for e, _ in points], [v for _, v in points], color=colour,
+                        marker="." if len(points) < len(rows) else None,
                         linestyle="--" if name.startswith("train") else "-", label=f"{trial_label(trial)} · {name}")  # fmt: skip
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)

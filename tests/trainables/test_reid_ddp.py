@@ -27,6 +27,7 @@ def test_a_two_worker_reid_trial_reports_every_epoch_to_tune_mlflow_and_the_log(
           train_batch: 16
           test_batch: 32
           loader_workers: 0
+          eval_freq: 1            # mAP at both epochs (by default only the last would rank)
           workers: 2
         resources: {{cpu: 1}}
         sections:

@@ -25,8 +25,8 @@ def one_thread():
 
 
 EXPECTED_EMBEDDING = {
-    "mobilenet_v3_small": 1024,
-    "vgg16": 4096,
+    "mobilenet_v3_small": 576,  # the pooled feature: the whole classifier replaced, as the coursework
+    "vgg16": 25088,  # flattened pool5 (512 × 7 × 7)
     "resnet18": 512,
     "resnet34": 512,
     "resnet50": 2048,

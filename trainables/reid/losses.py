@@ -19,13 +19,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F  # noqa: N812 - the conventional name
 
 LOSS_DEFAULTS: dict[str, Any] = {
     "xent_weight": 1.0,  # λ_xent: weight of the cross-entropy (identity classification) loss
     "htri_weight": 1.0,  # λ_htri: weight of the batch-hard triplet loss
     "margin": 0.3,  # triplet margin, in embedding (Euclidean distance) units
-    "label_smoothing": 0.1,  # ε of the cross-entropy (torchreid's label smoothing; 0: none)
+    # ε of the cross-entropy: 0 as the coursework's train.sh (no --label-smooth); 0.1 is
+    # torchreid's label smoothing (its --label-smooth).
+    "label_smoothing": 0.0,
 }
 
 
@@ -46,6 +49,24 @@ def hardest_pairs(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch
     return hardest_positive, hardest_negative, (~same).any(1)
 
 
+def gather_batch(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every rank's embeddings and labels, concatenated in rank order (the global batch, as
+    ``samplers.rank_batches`` slices it); unchanged without torch.distributed or with one rank.
+
+    ``all_gather`` returns copies that carry no gradient: this rank's slot is replaced by its own
+    ``embeddings``, so a loss of the result backpropagates into this rank's model. Every rank
+    must call it with the same number of rows (``rank_batches`` gives equal shares)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return embeddings, labels
+    world, rank = dist.get_world_size(), dist.get_rank()
+    parts = [torch.empty_like(embeddings) for _ in range(world)]
+    dist.all_gather(parts, embeddings.detach().contiguous())
+    parts[rank] = embeddings
+    label_parts = [torch.empty_like(labels) for _ in range(world)]
+    dist.all_gather(label_parts, labels.contiguous())
+    return torch.cat(parts), torch.cat(label_parts)
+
+
 def batch_hard_triplet(embeddings: torch.Tensor, labels: torch.Tensor, margin: float = 0.3) -> torch.Tensor:
     """The batch-hard triplet loss (see the module docstring), a 0-d tensor."""
     positive, negative, has_negative = hardest_pairs(embeddings, labels)
@@ -54,6 +75,6 @@ def batch_hard_triplet(embeddings: torch.Tensor, labels: torch.Tensor, margin: f
     return F.relu(positive - negative + margin)[has_negative].mean()
 
 
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.1) -> torch.Tensor:
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean cross-entropy with targets (1-ε)·one-hot + ε/classes (torchreid's CrossEntropyLabelSmooth)."""
     return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)

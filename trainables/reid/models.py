@@ -6,11 +6,19 @@ identities. In training mode ``model(x)`` returns ``(logits, embedding)``: the l
 cross-entropy loss, the embedding for the triplet loss. In eval mode it returns the embedding,
 the feature that query and gallery images are compared by.
 
-The embedding is what the backbone's old head read: the global-average-pooled last feature map
-for ResNets (512 or 2048 wide), the 1024-wide penultimate layer of MobileNetV3-small's classifier,
-VGG16's 4096-wide fc7, ViT-B/16's 768-wide class token. The ``*_fc512`` variants follow
-torchreid's ResNet-fc512: the last stage's stride is 1 (a feature map twice as large, for finer
-detail), then global average pooling and ``Linear(→512) + BatchNorm1d + ReLU`` as the embedding.
+The embedding follows the coursework's code (EEEM071-Coursework-2025: src/models/resnet.py and
+src/models/tvmodels.py): the global-average-pooled last feature map for ResNets (512 or 2048
+wide); for MobileNetV3-small and VGG16 the whole ImageNet ``classifier`` is replaced, so the
+embedding is what it read: MobileNetV3-small's 576-wide pooled feature, VGG16's flattened pool5
+(``AdaptiveAvgPool2d(7, 7)`` of the last conv stage: 512 × 7 × 7 = 25,088 wide, whatever the
+image size); ViT-B/16's 768-wide class token (not in the coursework). The ``*_fc512`` variants
+follow torchreid's ResNet-fc512: the last stage's stride is 1 (a feature map twice as large, for
+finer detail), then global average pooling and ``Linear(→512) + BatchNorm1d + ReLU`` as the
+embedding.
+
+The identity classifier's initialisation is the coursework's too: N(0, 0.01²) weights and zero
+bias for the ResNets (its ResNet's ``_init_params``), PyTorch's default ``Linear`` initialisation
+for the torchvision models (its ``TorchVisionModel`` leaves the new layer as built).
 
 A builder takes ``num_classes``, ``pretrained``, ``weights`` (see ``trainables.backbones``) and
 ``input_size`` (H, W) as keyword arguments and returns a :class:`ReIDModel`.
@@ -42,17 +50,23 @@ class ReIDModel(nn.Module):
     """backbone → embedding (``Identity`` or fc512) → classifier; see the module docstring."""
 
     def __init__(
-        self, backbone: Backbone, num_classes: int, embedding: nn.Module | None = None, embedding_dim: int = 0
+        self,
+        backbone: Backbone,
+        num_classes: int,
+        embedding: nn.Module | None = None,
+        embedding_dim: int = 0,
+        small_init: bool = True,
     ):
         super().__init__()
         self.backbone = backbone
         self.embedding = embedding if embedding is not None else nn.Identity()
         self.embedding_dim = embedding_dim if embedding is not None else backbone.feature_dim
         self.classifier = nn.Linear(self.embedding_dim, num_classes)
-        # torchreid's initialisation of new Linear layers, N(0, 0.01²): small logits, so the first
-        # cross-entropy is near log(num_classes) whatever the feature scale.
-        nn.init.normal_(self.classifier.weight, 0, 0.01)
-        nn.init.zeros_(self.classifier.bias)
+        if small_init:
+            # torchreid's initialisation of its ResNets' Linear layers, N(0, 0.01²): small
+            # logits, so the first cross-entropy is near log(num_classes).
+            nn.init.normal_(self.classifier.weight, 0, 0.01)
+            nn.init.zeros_(self.classifier.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         v = self.embedding(self.backbone(x))
@@ -84,13 +98,31 @@ def set_last_stride_1(backbone: Backbone) -> None:
         block.downsample[0].stride = (1, 1)
 
 
+# Architectures whose whole ImageNet `classifier` Sequential the coursework replaces by Identity
+# (its TorchVisionModel), not only the last Linear.
+WHOLE_CLASSIFIER = ("mobilenet_v3_small", "vgg16")
+RESNETS = ("resnet18", "resnet34", "resnet50")
+
+
+def drop_classifier(backbone: Backbone) -> None:
+    """Replace ``backbone.body.classifier`` (all of it) by Identity, as the coursework does: the
+    features are then what its first layer read (``feature_dim`` updated)."""
+    body = backbone.body
+    backbone.feature_dim = body.classifier[0].in_features
+    body.classifier = nn.Identity()
+
+
 def _plain(arch: str) -> Callable[..., ReIDModel]:
     def build(num_classes: int, pretrained: bool = False, weights: str | None = None,
               input_size: Sequence[int] | None = None) -> ReIDModel:  # fmt: skip
         backbone = create_backbone(arch, pretrained=pretrained, weights=weights, input_size=input_size)
-        return ReIDModel(backbone, num_classes)
+        if arch in WHOLE_CLASSIFIER:
+            drop_classifier(backbone)
+        return ReIDModel(backbone, num_classes, small_init=arch in RESNETS)
 
-    build.__doc__ = f"torchvision {arch} features (head removed) → Linear(num_classes)."
+    what = "classifier removed" if arch in WHOLE_CLASSIFIER else "head removed"
+    init = "N(0, 0.01²)" if arch in RESNETS else "default-initialised"
+    build.__doc__ = f"torchvision {arch} features ({what}) → {init} Linear(num_classes)."
     return build
 
 
@@ -107,7 +139,7 @@ def _fc512(arch: str) -> Callable[..., ReIDModel]:
 
 for _arch in ("mobilenet_v3_small", "vgg16", "resnet18", "resnet34", "resnet50", "vit_b_16"):
     MODELS.register(_arch, _plain(_arch))
-for _arch in ("resnet18", "resnet34", "resnet50"):
+for _arch in RESNETS:
     MODELS.register(f"{_arch}_fc512", _fc512(_arch))
 
 

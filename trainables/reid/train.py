@@ -8,7 +8,8 @@ evaluation epochs rank the gallery for every query (``metrics.py``). Reported
 (``expgrid.reporter``) every epoch::
 
     epoch           1-based
-    loss_xent       mean cross-entropy (nats / image, label-smoothed targets) over the epoch's images,
+    loss_xent       mean cross-entropy (nats / image; label-smoothed targets when loss.label_smoothing > 0)
+                    over the epoch's images,
                     each taken at the step that trained on it
     loss_htri       mean batch-hard triplet loss (embedding distance units) over the epoch's batches,
                     weighted by batch size
@@ -16,12 +17,14 @@ evaluation epochs rank the gallery for every query (``metrics.py``). Reported
                     (training mode, at the step that used them)
     seconds         wall time of the epoch (training and, when due, evaluation), seconds
 
-and on evaluation epochs — every ``eval_freq`` epochs and always the last; ``eval_freq: 0`` only
-the last, as the coursework did — also ``mAP``, ``rank1``, ``rank5``, ``rank10``, ``rank20``, as
-fractions in [0, 1] (0.5454 is the coursework's "54.54"). ``eval_freq`` defaults to 1 so that a
-study's ``mAP`` exists at every epoch: best-epoch selection, patience and ASHA's rungs all read
-it. On VeRi that costs ~12 % per epoch: 13,257 query + gallery images, each a forward pass (about
-a third of a training step's work), against 37,778 training images.
+and on evaluation epochs also ``mAP``, ``rank1``, ``rank5``, ``rank10``, ``rank20``, as fractions
+in [0, 1] (0.5454 is the coursework's "54.54"); other epochs' rows leave them out. Evaluation
+epochs are those where something reads the ranking (:func:`evaluation_due`): always the last (the
+coursework tests at the end), every ``eval_freq`` epochs when ``eval_freq`` > 0 (the coursework's
+``--eval-freq``; default 0), ASHA's rung epochs (where it compares trials by the study metric),
+and every epoch when the section selects the best epoch or stops early (either may pick or end
+at any epoch, and that epoch's row must hold the metric). On VeRi an evaluation costs ~12 % of an
+epoch: 13,257 query + gallery images, each a forward pass, against 37,778 training images.
 
 Data-parallel training: with ``workers > 1``, :func:`reid` hands :func:`_train_worker` to
 ``expgrid.reporter.data_parallel``, which runs it on that many ranks with
@@ -30,9 +33,13 @@ Data-parallel training: with ``workers > 1``, :func:`reid` hands :func:`_train_w
 every batch (``samplers.rank_batches``), gradients are averaged by DistributedDataParallel, the
 loss and accuracy sums are added over ranks, evaluation features are computed on a shard per
 rank and gathered, and the BatchNorm running statistics are averaged over ranks after each
-epoch, so every rank holds the same model and reports the same metrics. With one process the
-same code runs with world size 1: the same global batch and steps, but BatchNorm statistics and
-triplet mining then span the whole batch rather than each rank's share.
+epoch, so every rank holds the same model and reports the same metrics. Batch-hard triplets are
+mined over the whole global batch, as one process does: every rank gathers all ranks'
+embeddings and labels (``losses.gather_batch``; gradients flow through its own) and computes
+the triplet loss of the whole batch, scaled by the number of ranks in the backward pass, so that
+DDP's average of the ranks' gradients is the one-process gradient. BatchNorm statistics span
+each rank's share in training unless ``sync_bn: true`` (``torch.nn.SyncBatchNorm``: the whole
+batch, as one process; GPUs only — a CPU rank refuses it).
 
 Randomness: ``seed`` seeds the initialisation; each epoch's sample order comes from (seed,
 epoch) and each epoch's augmentation and dropout randomness from (seed, epoch, rank). A
@@ -60,11 +67,12 @@ from torch.utils.data import DataLoader
 import expgrid.reporter as reporter
 from expgrid.config import merge
 from expgrid.errors import ConfigError
+from expgrid.stopping import TrialRules
 from trainables.checks import require_int, require_mappings, require_seed
 from trainables.common import dataset_key as _dataset_key
 from trainables.common import to_cpu, torch_threads
 from trainables.reid.data import DATASET_DEFAULTS, ImageSet, check_dataset, check_dataset_files, load_index
-from trainables.reid.losses import LOSS_DEFAULTS, batch_hard_triplet, cross_entropy
+from trainables.reid.losses import LOSS_DEFAULTS, batch_hard_triplet, cross_entropy, gather_batch
 from trainables.reid.metrics import RANKS, evaluate
 from trainables.reid.models import MODEL_DEFAULTS, check_model, create_model
 from trainables.reid.optim import (
@@ -91,11 +99,12 @@ REID_DEFAULTS: dict[str, Any] = {
     "epochs": 10,
     "train_batch": 64,  # images per optimizer step, over all workers together
     "test_batch": 100,  # images per forward pass when extracting query / gallery features
-    "eval_freq": 1,  # evaluate every this many epochs (and at the last); 0: at the last only
+    "eval_freq": 0,  # also evaluate every this many epochs; 0: only where needed (see evaluation_due)
     "seed": 1,
     "loader_workers": 2,  # DataLoader processes per rank reading and augmenting images (0: none)
     "threads": 0,  # torch intra-op CPU threads per rank; 0: leave as is (Ray sets it from the trial's CPUs)
     "workers": 1,  # data-parallel ranks (processes) per trial
+    "sync_bn": False,  # with workers > 1: BatchNorm statistics over the global batch (GPUs only)
     "gpu_per_worker": 0,  # GPUs each rank reserves when workers > 1 (set 1 on a GPU cluster)
 }
 REID_METRICS = ("epoch", "loss_xent", "loss_htri", "train_accuracy", "seconds", "mAP") + tuple(
@@ -147,6 +156,8 @@ def check_config(config: Mapping[str, Any]) -> None:
     _check_loss(cfg["loss"])
     SAMPLERS.get(cfg["sampler"]["name"], "sampler.name")
     check_augmentations(cfg["augmentations"])
+    if not isinstance(cfg["sync_bn"], bool):
+        raise ConfigError("sync_bn", "true or false", cfg["sync_bn"])
     for key, minimum in (
         ("epochs", 1),
         ("test_batch", 1),
@@ -297,6 +308,40 @@ def evaluate_model(
     return {key: result[key] for key in ("mAP", *(f"rank{k}" for k in RANKS))}
 
 
+def batch_losses(
+    logits: torch.Tensor, embeddings: torch.Tensor, labels: torch.Tensor, loss_cfg: Mapping[str, Any], world: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss to backpropagate, this rank's cross-entropy, the global batch's triplet loss).
+
+    The triplet loss mines the whole global batch on every rank (``gather_batch``); its gradient
+    reaches only this rank's embeddings and DDP divides the sum of the ranks' gradients by
+    ``world``: hence the factor ``world``, which makes the averaged gradient the one-process one.
+    The cross-entropy is a mean over this rank's share, which DDP's average turns into the mean
+    over the batch with no factor."""
+    xent = cross_entropy(logits, labels, float(loss_cfg["label_smoothing"]))
+    htri = batch_hard_triplet(*gather_batch(embeddings, labels), float(loss_cfg["margin"]))
+    loss = float(loss_cfg["xent_weight"]) * xent + float(loss_cfg["htri_weight"]) * world * htri
+    return loss, xent, htri
+
+
+def evaluation_due(epoch: int, epochs: int, eval_freq: int, rules: TrialRules) -> bool:
+    """Whether epoch ``epoch`` (of ``epochs``) ranks the gallery: see the module docstring."""
+    return (
+        epoch == epochs
+        or (eval_freq > 0 and epoch % eval_freq == 0)
+        or epoch in rules.flush_epochs  # ASHA's rungs
+        or rules.keep_best_checkpoint  # select: best_epoch compares every epoch
+        or rules.monitor is not None  # early stopping: the trial may end (and be scored) at any epoch
+    )
+
+
+def _with_sync_bn(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    if device.type == "cpu":
+        raise ValueError("sync_bn: torch's SyncBatchNorm runs on GPUs only and this rank has none: "
+                         "set sync_bn: false or give each worker a GPU (gpu_per_worker: 1)")  # fmt: skip
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
 def _train_worker(config: Mapping[str, Any], data: Mapping[str, Any]) -> None:
     """Train on this rank's share (the whole data with world size 1) and report every epoch."""
     cfg = _full(config)
@@ -312,6 +357,8 @@ def _train(cfg: dict[str, Any], data: Mapping[str, Any]) -> None:
 
     torch.manual_seed(seed)  # the same initialisation on every rank (DDP also broadcasts rank 0's)
     model = create_model(cfg["model"], int(data["num_train_pids"]), (height, width)).to(device)
+    if world > 1 and cfg["sync_bn"]:
+        model = _with_sync_bn(model, device)  # same parameters and buffers: checkpoints load either way
     optimizer = create_optimizer(cfg["optimizer"], model.parameters())
     schedule = create_schedule(cfg["lr_schedule"], optimizer)
     start = 1
@@ -341,6 +388,7 @@ def _train(cfg: dict[str, Any], data: Mapping[str, Any]) -> None:
     instances, batch_size = int(cfg["sampler"]["instances"]), int(cfg["train_batch"])
     loss_cfg = cfg["loss"]
     eval_freq = int(cfg["eval_freq"])
+    rules = reporter.rules()
 
     for epoch in range(start, epochs + 1):
         began = time.perf_counter()
@@ -358,9 +406,7 @@ def _train(cfg: dict[str, Any], data: Mapping[str, Any]) -> None:
         for images, labels in _loader(train_set, cfg, device, batch_sampler=batches):
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             logits, embeddings = net(images)
-            xent = cross_entropy(logits, labels, float(loss_cfg["label_smoothing"]))
-            htri = batch_hard_triplet(embeddings, labels, float(loss_cfg["margin"]))
-            loss = float(loss_cfg["xent_weight"]) * xent + float(loss_cfg["htri_weight"]) * htri
+            loss, xent, htri = batch_losses(logits, embeddings, labels, loss_cfg, world)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -376,7 +422,7 @@ def _train(cfg: dict[str, Any], data: Mapping[str, Any]) -> None:
             "loss_htri": htri_sum / count,
             "train_accuracy": correct / count,
         }
-        if epoch == epochs or (eval_freq > 0 and epoch % eval_freq == 0):
+        if evaluation_due(epoch, epochs, eval_freq, rules):
             metrics.update(evaluate_model(model, data, cfg, device, rank, world))
         # The slowest rank's time, so that every rank reports the same row.
         seconds = torch.tensor([time.perf_counter() - began], dtype=torch.float64, device=device)
