@@ -216,6 +216,8 @@ def test_a_name_shorthand_mixes_with_dotted_keys_below_it(write_study):
     assert flipped.defaults["model"] == {"hidden": [16], "name": "mlp"}
     over = load_study(write_study(CLASSIFY.replace(", model.hidden: [16]", ""), "o.yaml"), {"model.hidden": [32]})
     assert over.defaults["model"] == {"name": "mlp", "hidden": [32]}
+    both = load_study(write_study(CLASSIFY.replace(", model.hidden: [16]", ""), "s.yaml"), {"model": "cnn", "model.channels": [8]})
+    assert both.defaults["model"] == {"name": "cnn", "channels": [8]}  # two --set values, one mapping
     prepare(write_study(CLASSIFY, "p.yaml"))  # the trainable's own check accepts it
 
 
