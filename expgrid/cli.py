@@ -418,7 +418,7 @@ def _show(args: argparse.Namespace) -> int:
         swept = ", ".join(f"{k} ×{len(v)}" for k, v in s.grid + s.zip) + "".join(
             f", {k} ~{d.kind}" for k, d in s.sample
         ) or "nothing (one trial)"
-        print(f"  {s.id:>6}  {s.name:<28} {s.num_trials:>4} trials  sweeps {swept.lstrip(', ')}  from {src}"
+        print(f"  {s.id:>6}  {s.name:<28} {s.num_trials:>4} trial{'s' if s.num_trials != 1 else ' '}  sweeps {swept.lstrip(', ')}  from {src}"
               f"  [{study.scheduler_of(s).kind}, {s.select}]")  # fmt: skip
     print(f"  total: {sum(s.num_trials for s in study.sections)} trials")
     if study.smoke:

@@ -216,6 +216,8 @@ def test_a_name_shorthand_mixes_with_dotted_keys_below_it(write_study):
     assert flipped.defaults["model"] == {"hidden": [16], "name": "mlp"}
     over = load_study(write_study(CLASSIFY.replace(", model.hidden: [16]", ""), "o.yaml"), {"model.hidden": [32]})
     assert over.defaults["model"] == {"name": "mlp", "hidden": [32]}
+    both = load_study(write_study(CLASSIFY.replace(", model.hidden: [16]", ""), "s.yaml"), {"model": "cnn", "model.channels": [8]})
+    assert both.defaults["model"] == {"name": "cnn", "channels": [8]}  # two --set values, one mapping
     prepare(write_study(CLASSIFY, "p.yaml"))  # the trainable's own check accepts it
 
 
@@ -291,6 +293,15 @@ def test_top_k_carry_runs_the_sweep_times_the_k_best_parents(ray_session, write_
         ("1/2", {"x": 2})] * 3 + [("1/1", {"x": 1.5})] * 3  # fmt: skip
     (run3,) = client.search_runs([experiment], "tags.`expgrid.section_id` = '3' and tags.`expgrid.kind` = 'trial'")
     assert run3.info.run_name == "3/0" and run3.info.status == "FINISHED"
+
+    # `expgrid sync` into an empty store writes the same parent tags from the results alone.
+    from expgrid.tracking.sync import sync
+
+    uri, _ = sync(results, f"sqlite:///{tmp_path / 'synced.db'}")
+    synced = MlflowClient(uri)
+    runs = synced.search_runs([synced.get_experiment_by_name("toy-carry").experiment_id], "tags.`expgrid.section_id` = '2'")
+    assert {r.data.tags.get("expgrid.trial_index"): (r.data.tags.get("expgrid.parent"), r.data.tags.get("expgrid.carried"))
+            for r in runs} == {k: (v.get("expgrid.parent"), v.get("expgrid.carried")) for k, v in tags.items()}  # fmt: skip
 
     # Unchanged: every section is read back, the carry from the records. A parent that changed
     # (a better x in section 1) runs the sections that carry it again.
