@@ -47,6 +47,9 @@ class TrialRules:
     metric: str
     mode: str
     keep_best_checkpoint: bool = False  # select: best_epoch
+    # test: the trial's selected epoch must have a checkpoint for its test evaluation: also the
+    # last planned epoch, ASHA's rungs (where it may be cut) and the epoch early stopping ends it
+    keep_last_checkpoint: bool = False
     monitor: str | None = None  # early stopping
     monitor_mode: str = "min"
     patience: int = 0

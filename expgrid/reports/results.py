@@ -63,6 +63,19 @@ class SectionResults:
     seconds: float
     best_index: int | None
     trials: list[TrialRecord]
+    # The best trial's test evaluation (section.json "test", see expgrid.test_eval): trial, epoch,
+    # metrics (test_*) or error; None when the section asked for none.
+    test: dict[str, Any] | None = None
+
+    @property
+    def test_metrics(self) -> dict[str, float]:
+        return dict((self.test or {}).get("metrics") or {})
+
+    @property
+    def tested(self) -> TrialRecord | None:
+        """The trial the test metrics are of."""
+        index = (self.test or {}).get("trial")
+        return next((t for t in self.trials if t.index == index), None) if self.test_metrics else None
 
     @property
     def best(self) -> TrialRecord | None:
@@ -110,6 +123,7 @@ def section_from_saved(saved: Mapping[str, Any], trials: list[TrialRecord]) -> S
         seconds=float(saved.get("seconds") or 0.0),
         best_index=None if best is None else int(best["index"]),
         trials=trials,
+        test=saved.get("test") if isinstance(saved.get("test"), Mapping) else None,
     )
 
 
