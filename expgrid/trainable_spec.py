@@ -122,10 +122,12 @@ class TrainableSpec:
 
 
 def trainable(
-    *, defaults: Mapping[str, Any] | None = None, metrics: tuple[str, ...] | list[str] | None = None
+    *, defaults: Mapping[str, Any] | None = None, metrics: tuple[str, ...] | list[str] | None = None,
+    evaluate: Code | None = None, test_split: Code | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Declare a user trainable's parameters and metrics (``expgrid.trainable``): the function
-    carries its spec, which ``trainable: module:function`` and entry points find."""
+    """Declare a user trainable's parameters and metrics (``expgrid.trainable``), and optionally
+    its test evaluation (``evaluate``, ``test_split``: see TrainableSpec): the function carries
+    its spec, which ``trainable: module:function`` and entry points find."""
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
         fn.__expgrid_spec__ = TrainableSpec(  # type: ignore[attr-defined]
@@ -133,6 +135,8 @@ def trainable(
             fn=fn,
             defaults=defaults,
             metrics=tuple(metrics) if metrics is not None else None,
+            evaluate=evaluate,
+            test_split=test_split,
         )
         return fn
 

@@ -256,3 +256,64 @@ def test_a_test_section_checkpoints_the_epoch_a_trial_may_end_at(keep, scores, s
         pass
     assert [s["epoch"] for s in session.states] == expected
     assert [s["user"]["at"] for s in session.states] == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# Which checkpoint is tested, for any trainable: a best epoch before the last (Tune keeps it
+# beside the latest), a last epoch no `checkpoint_every` falls on, the epoch early stopping ends at
+
+CURVES = '''
+import expgrid
+
+SCORES = {"peak": [1.0, 5.0, 2.0, 3.0], "rise": [1.0, 2.0, 3.0, 4.0, 5.0], "stall": [3.0, 1.0, 1.0, 1.0, 1.0, 1.0]}
+
+
+@expgrid.trainable(evaluate="curves:evaluate")
+def train(config):
+    state = expgrid.restore()
+    for epoch in range((state or {"epoch": 0})["epoch"] + 1, config["epochs"] + 1):
+        expgrid.report({"epoch": epoch, "score": SCORES[config["curve"]][epoch - 1]},
+                       checkpoint=lambda epoch=epoch: {"epoch": epoch, "w": 10 * epoch})
+
+
+def evaluate(config, checkpoint, data):
+    return {"test_w": checkpoint["w"], "test_curve_length": len(SCORES[config["curve"]])}
+
+'''
+
+CURVES_STUDY = """
+study: curves
+trainable: curves:train
+metric: score
+test: best
+sections:
+  - id: best
+    select: best_epoch
+    epochs: 4
+    grid: {curve: [peak]}
+  - id: last
+    epochs: 5
+    checkpoint_every: 2
+    grid: {curve: [rise]}
+  - id: stop
+    epochs: 6
+    checkpoint_every: 4
+    early_stopping: {monitor: score, mode: max, patience: 2}
+    grid: {curve: [stall]}
+"""
+
+
+def test_the_selected_epochs_checkpoint_is_the_one_tested(ray_session, tmp_path, monkeypatch):
+    (tmp_path / "curves.py").write_text(CURVES)
+    (tmp_path / "study.yaml").write_text(CURVES_STUDY)
+    monkeypatch.chdir(tmp_path)  # the trainable's module beside the study, as a user runs it
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    _run(tmp_path / "study.yaml", tmp_path / "results")
+    tests = {sid: records.read_section(tmp_path / "results", sid)["test"] for sid in ("best", "last", "stop")}
+    assert {sid: (t["epoch"], t["metrics"]["test_w"]) for sid, t in tests.items()} == {
+        "best": (2, 20.0),  # the best epoch, not the latest (4)
+        "last": (5, 50.0),  # checkpoint_every 2 alone would have kept epoch 4
+        "stop": (3, 30.0),  # patience ran out at epoch 3
+    }
+    assert records.read_trials(tmp_path / "results", "stop")[0].status == "early_stopped"

@@ -26,15 +26,16 @@ from typing import Any
 DIGITS_IMAGES = 1797  # scikit-learn's bundled digits
 TOP_K_FROM = 5  # classes from which top-5 metrics say something
 IMAGE_FOLDER_TEST = "test"  # image_folder: the test split's folder, beside train_dir and val_dir
+# data.DATASET_DEFAULTS' values that decide whether there is a test split: copied, since data.py
+# imports torch (through synthetic.py) and this check must not (a test keeps them equal)
+SPLIT_DEFAULTS = {"name": "digits", "root": None, "train_size": 1000, "val_size": 500}
 
 
 def test_split(config: Mapping[str, Any]) -> str | None:
     """None when the config's dataset has a test split; else what it is instead (for the
     one-line error of a study asking for ``test:`` on it). Looks at no file but whether an
     image folder's ``test/`` exists, and imports no torch."""
-    from trainables.classification.data import DATASET_DEFAULTS
-
-    dataset = {**DATASET_DEFAULTS, **(config.get("dataset") or {})}
+    dataset = {**SPLIT_DEFAULTS, **(config.get("dataset") or {})}
     name = dataset["name"]
     if name == "image_folder":
         root = dataset.get("root")
