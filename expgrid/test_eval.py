@@ -171,7 +171,6 @@ def evaluate_read_back(
     it, or it failed): run it now, then its report and the end of its MLflow run, as at the
     section's end."""
     from cluster import connect, trial_side
-
     from expgrid import reports
     from expgrid.config import flatten
     from expgrid.logfiles import log_path
