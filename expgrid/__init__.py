@@ -44,8 +44,9 @@ def run_study(path, **options):
     return _run(study, spec, RunOptions(**options))
 
 
-def trainable(*, defaults=None, metrics=None):
-    """Declare a user trainable's parameters and metrics (see expgrid.trainable_spec.trainable)."""
+def trainable(*, defaults=None, metrics=None, evaluate=None, test_split=None):
+    """Declare a user trainable's parameters and metrics, and its test evaluation (``evaluate``,
+    ``test_split``: ``test: best``) (see expgrid.trainable_spec.trainable)."""
     from expgrid.trainable_spec import trainable as _trainable
 
-    return _trainable(defaults=defaults, metrics=metrics)
+    return _trainable(defaults=defaults, metrics=metrics, evaluate=evaluate, test_split=test_split)

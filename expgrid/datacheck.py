@@ -41,5 +41,5 @@ def check_study_data(study: Study, spec: TrainableSpec) -> int:
             try:
                 spec.check_data(plan.config)
             except ConfigError as e:
-                raise StudyFileError(study.path, planning.place_error(e, study, section, f"sections[{i}]", plan)) from None
+                raise StudyFileError(study.path, planning.place_error(e, study, section, f"sections[{i}]", plan.swept)) from None
     return len(checked)

@@ -416,6 +416,7 @@ def trial_rules(study: Study, section: Section, config: Mapping[str, Any], max_t
         keep_best_checkpoint=section.select.best_epoch,
         select_monitor=section.select.monitor,
         select_mode=section.select.mode,
+        keep_last_checkpoint=study.test_of(section) != "none",
         monitor=stopping.monitor if stopping else None,
         monitor_mode=stopping.mode if stopping else "min",
         patience=stopping.patience if stopping else 0,

@@ -342,6 +342,14 @@ def write_section(results: Path, section_id: str, summary: dict[str, Any], trial
     write_json(folder / "section.json", summary)  # last: its presence means "finished"
 
 
+def write_section_test(results: Path, section_id: str, test: dict[str, Any]) -> None:
+    """Add a finished section's test evaluation (``expgrid.test_eval``) to its ``section.json``."""
+    saved = read_section(results, section_id)
+    if saved is None:
+        raise FileNotFoundError(section_dir(results, section_id) / "section.json")
+    write_json(section_dir(results, section_id) / "section.json", {**saved, "test": test})
+
+
 def read_section(results: Path, section_id: str) -> dict[str, Any] | None:
     """A finished section's ``section.json`` (None when the section has not finished)."""
     path = section_dir(results, section_id) / "section.json"

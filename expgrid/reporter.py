@@ -40,7 +40,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from expgrid import wire
-from expgrid.stopping import MissingMonitor, TrialRules, Watcher
+from expgrid.stopping import EARLY_STOPPED, MissingMonitor, TrialRules, Watcher
 
 Checkpoint = Any  # a picklable object, e.g. a dict of state_dicts
 Artifacts = Mapping[str, Any]  # file name → str, bytes or JSON-able content
@@ -77,10 +77,13 @@ class Session:
             raise
         epoch = int(metrics.get("epoch", 0))
         due = epoch % max(1, self.rules.checkpoint_every) == 0 or (best_now and self.rules.keep_best_checkpoint)
+        last = self.rules.keep_last_checkpoint and stop in (None, EARLY_STOPPED) and (
+            epoch == self.rules.last_epoch or epoch in self.rules.flush_epochs or stop == EARLY_STOPPED)
         state = None
-        if checkpoint is not None and due and stop is None:
+        if checkpoint is not None and (due or last) and (stop is None or last):
             user = checkpoint() if callable(checkpoint) else checkpoint
-            state = {"user": user, "watcher": self.watcher.state()}
+            # "epoch": which epoch the state is of, for a test evaluation (expgrid.test_eval)
+            state = {"user": user, "watcher": self.watcher.state(), "epoch": epoch}
         files = None
         if artifacts is not None and (
             not callable(artifacts) or stop or epoch == self.rules.last_epoch or epoch in self.rules.flush_epochs

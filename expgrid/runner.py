@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from expgrid import admission, carry, datacheck, durable, interrupts, planning, records, reports, tracking
+from expgrid import admission, carry, datacheck, durable, interrupts, planning, records, reports, test_eval, tracking
 from expgrid.config import flatten
 from expgrid.errors import ConfigError, StudyFailed, StudyFileError
 from expgrid.interrupts import Interrupted
@@ -57,6 +57,7 @@ def prepare(path: str | Path, overrides: dict[str, Any] | None = None, smoke: bo
     planning.check_study(study, spec)
     if check_data:
         datacheck.check_study_data(study, spec)
+    test_eval.check_study(study, spec, check_data)
     return study, spec
 
 
@@ -124,6 +125,9 @@ def _run_sections(study: Study, spec: TrainableSpec, options: RunOptions, result
             saved = records.read_section(results, section.id)
             if saved and saved.get("fingerprint") == fingerprint and saved.get("best") is not None:
                 outcome = _read_back(section, results, saved)
+                if test_eval.pending(study, section, saved) and outcome.best is not None:  # stopped during it
+                    test_eval.evaluate_read_back(study, spec, section, outcome.best, results, options, data_cache,
+                                                 tracker, lambda: stop.requested, out)  # fmt: skip
                 print(f"  {section.id} {section.name}: finished earlier, best {_describe(study, outcome.best, section.select)}", file=out)
             elif section.id not in wanted:
                 continue
@@ -258,6 +262,7 @@ def _run_section(
     # ASHA decides per trial and a best-epoch section keeps each trial's best checkpoint in Tune:
     # those need one Tune trial per expgrid trial.
     packable = study.scheduler_of(section).kind == "fifo" and not section.select.best_epoch and workers == 1
+    packable = packable and not test_eval.wanted(study, section)  # a pack keeps only its current trial's weights
     max_concurrent = admission.admitted_at_once(max_concurrent, resources, available, workers)
     pack = tune_section.trials_per_pack(len(plans), admission.concurrent_slots(resources, available, max_concurrent), packable)
     progress = ProgressLine(f"{section.id} {section.name}", len(plans), study.metric, options.stream)
@@ -323,12 +328,16 @@ def _run_section(
         **reports.section_facts(swept, reference, resources, _carried(plans)),  # what a rebuilt report needs
     }  # fmt: skip
     records.write_section(results, section.id, summary, trials)
+    test = test_eval.evaluate_best(study, spec, section, best, results, storage,
+                                   shared.get(data_ids.get(best.index)) if best else None, resources,
+                                   lambda: stop.requested, out)  # fmt: skip
     report_files = _section_report(reports.StudyFacts.from_study(study, spec), results, section.id, options.stream)
     best_row = best.selected(study.metric, study.mode, section.select) if best else {}
     tracker.end_section(
         section.id,
         section_mlflow_status(best is not None),
-        {f"best_{study.metric}": (best_row or {}).get(study.metric, math.nan), "seconds": seconds},
+        {f"best_{study.metric}": (best_row or {}).get(study.metric, math.nan), "seconds": seconds,
+         **test_eval.mlflow_metrics(test)},
         {"best_config.json": summary["best"] or {}, **log_artifacts(events.log),
          **{f"report/{p.name}": p for p in report_files}},  # fmt: skip
         {"expgrid.best_trial": str(best.index) if best else "none", **tracking.carried_tags(summary.get("carried"))},

@@ -53,6 +53,9 @@ class TrialRules:
     # epoch, and its mode; None: the study metric and mode.
     select_monitor: str | None = None
     select_mode: str | None = None
+    # test: the trial's selected epoch must have a checkpoint for its test evaluation: also the
+    # last planned epoch, ASHA's rungs (where it may be cut) and the epoch early stopping ends it
+    keep_last_checkpoint: bool = False
     monitor: str | None = None  # early stopping
     monitor_mode: str = "min"
     patience: int = 0

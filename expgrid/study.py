@@ -49,6 +49,7 @@ __all__ = [
 MODES = ("max", "min")
 SELECTS = ("last_epoch", "best_epoch")
 SCHEDULERS = ("fifo", "asha")
+TESTS = ("best", "none")  # `test:` (expgrid.test_eval)
 ASHA_KEYS = {"grace_period", "reduction_factor", "brackets"}
 SAMPLERS = {"loguniform": 2, "uniform": 2, "randint": 2, "choice": None}
 MAX_FILE_BYTES = 10 * 2**20  # a study file is a few KiB; reading a huge one would just hang
@@ -56,9 +57,11 @@ MAX_FILE_BYTES = 10 * 2**20  # a study file is a few KiB; reading a huge one wou
 
 RUN_KEYS = {"scheduler", "early_stopping", "max_failures", "checkpoint_every", "resources", "max_concurrent"}
 STUDY_KEYS = {"study", "description", "trainable", "metric", "mode", "report", "seed", "defaults", "sections"} | RUN_KEYS
+STUDY_KEYS |= {"test"}
 SECTION_KEYS = {
     "id", "name", "description", "grid", "zip", "sample", "num_samples", "fixed", "inherit", "epochs", "select",
 } | RUN_KEYS
+SECTION_KEYS |= {"test"}
 
 
 class Overrides(dict):
@@ -170,6 +173,7 @@ def parse_study(raw: Any, path: str = "<study>", overrides: Mapping[str, Any] | 
         early_stopping=_early_stopping(raw["early_stopping"], "early_stopping") if "early_stopping" in raw else None,
         max_failures=check_integer(raw.get("max_failures", 1), "max_failures", minimum=0),
         checkpoint_every=check_optional_positive(raw.get("checkpoint_every"), "checkpoint_every"),
+        test=_test(raw.get("test", "none"), "test"),
         sections=tuple(sections),
         path=path,
         overrides=types.MappingProxyType({key: options.get(key, "--set") for key in overrides or {}}),
@@ -225,6 +229,7 @@ def _section(raw: Any, field: str) -> Section:
         checkpoint_every=check_optional_positive(raw.get("checkpoint_every"), f"{field}.checkpoint_every"),
         resources=_resources(raw["resources"], f"{field}.resources") if "resources" in raw else None,
         max_concurrent=check_optional_positive(raw.get("max_concurrent"), f"{field}.max_concurrent"),
+        test=_test(raw["test"], f"{field}.test") if "test" in raw else None,
     )
 
 
@@ -303,6 +308,13 @@ def _check_top(section: Section, earlier: list[Section], field: str) -> None:
     parent = named[-1]
     if section.top > parent.num_trials:
         raise ConfigError(f"{field}.top", f"at most {parent.num_trials} (the trials of section {parent.id})", section.top)
+
+
+def _test(raw: Any, field: str) -> str:
+    """``test: best`` (the section's best trial, once, on the test split) or ``none``."""
+    if raw not in TESTS:
+        raise ConfigError(field, f"one of {', '.join(TESTS)} (best: evaluate the section's best trial on the test split)", raw)
+    return raw
 
 
 def _sweep(raw: Any, field: str) -> tuple[tuple[str, tuple[Any, ...]], ...]:

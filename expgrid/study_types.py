@@ -30,6 +30,7 @@ The schema (documented for users in README.md, "Study files")::
         checkpoint_every: 1                  # epochs between checkpoints (default: see planning)
         resources: {cpu: 1, gpu: 0.25}       # gpu: a fraction, whole GPUs, or auto
         max_concurrent: 2
+        test: best                           # best | none: evaluate the best trial once on the test split
 
 ``scheduler``, ``early_stopping``, ``max_failures`` and ``checkpoint_every`` may also be given at
 the top level, as the default of every section.
@@ -163,6 +164,7 @@ class Section:
     checkpoint_every: int | None = None  # None: the study's, else planning.checkpoint_every
     resources: Resources | None = None
     max_concurrent: int | None = None
+    test: str | None = None  # None: the study's (see Study.test_of)
 
     @property
     def swept(self) -> tuple[str, ...]:
@@ -196,6 +198,9 @@ class Study:
     early_stopping: EarlyStopping | None = None
     max_failures: int = 1
     checkpoint_every: int | None = None
+    # After each section, evaluate its best trial once on the test split (expgrid.test_eval):
+    # "best", or "none"; a section's own `test` overrides it.
+    test: str = "none"
     path: str = "<study>"
     # The dotted keys --set (or --data-root) laid over `defaults`, and the option that set each:
     # a value they make invalid is reported against the option, not the file.
@@ -217,6 +222,9 @@ class Study:
 
     def checkpoint_every_of(self, section: Section) -> int | None:
         return section.checkpoint_every or self.checkpoint_every
+
+    def test_of(self, section: Section) -> str:
+        return self.test if section.test is None else section.test
 
     def resources_of(self, section: Section) -> Resources:
         return section.resources or self.resources

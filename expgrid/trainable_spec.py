@@ -4,8 +4,9 @@ A spec holds the function one trial runs (see ``expgrid.reporter`` for the proto
 parameters it accepts with their defaults, the metrics it reports, and optional hooks: ``check``
 (rejects values it cannot run before Ray starts), ``data_key`` / ``load_data`` (data loaded once
 on the driver and shared by the trials), ``check_data`` (the data files a config names),
-``catalogue`` (the names ``expgrid list`` shows: datasets, models, …) and ``section_log`` (a
-section's log file, see ``expgrid.logfiles``).
+``catalogue`` (the names ``expgrid list`` shows: datasets, models, …), ``section_log`` (a
+section's log file, see ``expgrid.logfiles``), and ``evaluate`` / ``test_split`` (a section's
+best trial evaluated once on the test split, ``test: best``; see ``expgrid.test_eval``).
 
 Every callable of a spec may be given as a ``"package.module:function"`` string instead: it is
 imported only when it is called (:class:`FunctionRef`). A spec module that names its training
@@ -82,9 +83,21 @@ class TrainableSpec:
     # trial_ended(TrialRecord) and section_ended(best TrialRecord | None, metric): writes the
     # section's log file at ``path`` (see expgrid.logfiles). None: the sections get no log file.
     section_log: Code | None = None
+    # (config, checkpoint, data) -> {"test_loss": …, "test_accuracy": …}: the trial's model as its
+    # checkpoint (what the trial handed to expgrid.report) holds it, evaluated on the test split
+    # of ``data`` (what load_data gave). Run once per section with `test: best`, as a Ray task
+    # with the trial's resources (cluster/test_eval.py); every key must start with "test_".
+    # None: the trainable cannot be asked for `test:`.
+    evaluate: Code | None = None
+    # (config) -> None when the config's data has a test split, else a few words saying why not
+    # (e.g. "image_folder without test/"): checked by `expgrid validate` / `expgrid run` for
+    # sections with `test:`. Keep it cheap (no data loading, no torch); it may look whether a
+    # folder exists. None with ``evaluate`` given: every config has one.
+    test_split: Code | None = None
 
     def __post_init__(self) -> None:
-        for field in ("fn", "check", "data_key", "load_data", "check_data", "catalogue", "section_log"):
+        for field in ("fn", "check", "data_key", "load_data", "check_data", "catalogue", "section_log", "evaluate",
+                      "test_split"):
             object.__setattr__(self, field, _code(getattr(self, field)))
         if self.metrics is not None:
             object.__setattr__(self, "metrics", tuple(self.metrics))
@@ -109,10 +122,12 @@ class TrainableSpec:
 
 
 def trainable(
-    *, defaults: Mapping[str, Any] | None = None, metrics: tuple[str, ...] | list[str] | None = None
+    *, defaults: Mapping[str, Any] | None = None, metrics: tuple[str, ...] | list[str] | None = None,
+    evaluate: Code | None = None, test_split: Code | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Declare a user trainable's parameters and metrics (``expgrid.trainable``): the function
-    carries its spec, which ``trainable: module:function`` and entry points find."""
+    """Declare a user trainable's parameters and metrics (``expgrid.trainable``), and optionally
+    its test evaluation (``evaluate``, ``test_split``: see TrainableSpec): the function carries
+    its spec, which ``trainable: module:function`` and entry points find."""
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
         fn.__expgrid_spec__ = TrainableSpec(  # type: ignore[attr-defined]
@@ -120,6 +135,8 @@ def trainable(
             fn=fn,
             defaults=defaults,
             metrics=tuple(metrics) if metrics is not None else None,
+            evaluate=evaluate,
+            test_split=test_split,
         )
         return fn
 

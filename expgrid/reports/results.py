@@ -66,9 +66,22 @@ class SectionResults:
     # With ``inherit: {…, top: k}``: the parent configurations its trials crossed with
     # (``carry.Parent`` JSON: section, trial, values, score), in order; None otherwise.
     carried: list[dict[str, Any]] | None = None
+    # The best trial's test evaluation (section.json "test", see expgrid.test_eval): trial, epoch,
+    # metrics (test_*) or error; None when the section asked for none.
+    test: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.select = Selection.of(self.select)
+
+    @property
+    def test_metrics(self) -> dict[str, float]:
+        return dict((self.test or {}).get("metrics") or {})
+
+    @property
+    def tested(self) -> TrialRecord | None:
+        """The trial the test metrics are of."""
+        index = (self.test or {}).get("trial")
+        return next((t for t in self.trials if t.index == index), None) if self.test_metrics else None
 
     @property
     def best(self) -> TrialRecord | None:
@@ -122,6 +135,7 @@ def section_from_saved(saved: Mapping[str, Any], trials: list[TrialRecord]) -> S
         best_index=None if best is None else int(best["index"]),
         trials=trials,
         carried=saved.get("carried"),
+        test=saved.get("test") if isinstance(saved.get("test"), Mapping) else None,
     )
 
 

@@ -5,7 +5,10 @@ One row per trial-epoch (a trial that reported nothing still has one row, with n
 ``best`` (the section's best trial), ``reference`` (the section's reference trial), ``selected``
 (the epoch that represents the trial), ``swept`` (its swept values as JSON), ``epoch``, ``stop``
 (on a trial's last epoch: why it stopped early, as its record's ``stop``; else empty), one
-column per reported metric, and one ``config.<dotted name>`` column per parameter of its config::
+column per reported metric, and one ``config.<dotted name>`` column per parameter of its config.
+With ``test: best``: ``tested`` (the row of the trial-epoch evaluated on the test split: the
+section's best trial at its selected epoch) and one ``test_*`` column per test metric, set on that
+row only (empty elsewhere), apart from the validation metrics that chose it::
 
     df = pandas.read_parquet("results/digits-demo/report/trials.parquet")
     df[df.selected].pivot_table(index="config.optimizer.lr", values="val_accuracy")
@@ -27,9 +30,11 @@ FILE_NAME = "trials.parquet"
 
 def trial_rows(facts: StudyFacts, sections: Sequence[SectionResults]) -> list[dict[str, Any]]:
     metrics = metric_names(facts, sections)
+    tests = list(dict.fromkeys(m for s in sections for m in s.test_metrics))
     rows = []
     for section in sections:
-        best, reference = section.best, section.reference_trial
+        best, reference, tested = section.best, section.reference_trial, section.tested
+        tested_epoch = (section.test or {}).get("epoch")
         for trial in sorted(section.trials, key=lambda t: t.index):
             selected = trial.selected(facts.metric, facts.mode, section.select)
             selected_epoch = None if selected is None else selected.get("epoch")
@@ -51,8 +56,11 @@ def trial_rows(facts: StudyFacts, sections: Sequence[SectionResults]) -> list[di
             for report in reports:
                 epoch = report.get("epoch")
                 values = {m: float(report[m]) if is_number(report.get(m)) else None for m in metrics}
+                test_row = trial is tested and epoch is not None and epoch == tested_epoch
+                test = {m: section.test_metrics.get(m) if test_row else None for m in tests}
+                extra = {"tested": test_row, **test} if tests else {}
                 rows.append({**head, "selected": epoch is not None and epoch == selected_epoch, "epoch": epoch,
-                             "stop": trial.stop if report is reports[-1] else None, **values, **config})  # fmt: skip
+                             "stop": trial.stop if report is reports[-1] else None, **values, **extra, **config})  # fmt: skip
     return rows
 
 

@@ -32,6 +32,8 @@ class SummaryRow:
     gpu_hours: float | None
     # ``inherit: {…, top: k}``: the parent configurations carried (``carry.Parent`` JSON), in order.
     carried: tuple[dict[str, Any], ...] = ()
+    # The best trial's test metrics (test: best), apart from the validation metrics that chose it
+    test: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def saved(self) -> float | None:
@@ -69,6 +71,7 @@ def summary_row(facts: StudyFacts, section: SectionResults) -> SummaryRow:
         cpu_hours=None if resources is None else seconds * resources.get("cpu", 0.0) / 3600.0,
         gpu_hours=None if resources is None else seconds * resources.get("gpu", 0.0) / 3600.0,
         carried=tuple(section.carried or ()),
+        test=section.test_metrics,
     )
 
 
@@ -83,6 +86,11 @@ class StudySummary:
     def metrics(self) -> list[str]:
         return list(dict.fromkeys((self.facts.metric, *self.facts.report)))
 
+    @property
+    def test_metrics(self) -> list[str]:
+        """The test metrics any section reports, in their first order (empty: no test: sections)."""
+        return list(dict.fromkeys(m for r in self.rows for m in r.test))
+
     def total(self) -> dict[str, Any]:
         def add(key: str) -> float | None:
             values = [getattr(r, key) for r in self.rows]
@@ -95,7 +103,7 @@ class StudySummary:
     # --- as text ------------------------------------------------------------------------------
 
     def header(self) -> list[str]:
-        return ["section", "name", "hyperparameters", "best configuration", *self.metrics,
+        return ["section", "name", "hyperparameters", "best configuration", *self.metrics, *self.test_metrics,
                 "trials", "trial-epochs", "saved", "CPU-h", "GPU-h"]  # fmt: skip
 
     def cells(self) -> list[list[str]]:
@@ -103,11 +111,12 @@ class StudySummary:
         for r in self.rows:
             best = "none" if r.best is None else assignments(r.best) or "(no sweep)"
             rows.append([r.section, r.name, ", ".join(r.hyperparameters), best,
-                         *(short(r.metrics.get(m)) for m in self.metrics), str(r.trials),
+                         *(short(r.metrics.get(m)) for m in self.metrics),
+                         *(short(r.test.get(m)) for m in self.test_metrics), str(r.trials),
                          f"{r.epochs_run} of {r.epochs_full}", _share(r.saved), _hours(r.cpu_hours), _hours(r.gpu_hours)])  # fmt: skip
         if len(self.rows) > 1:
             t = self.total()
-            rows.append(["total", "", "", "", *("" for _ in self.metrics), str(t["trials"]),
+            rows.append(["total", "", "", "", *("" for _ in self.metrics), *("" for _ in self.test_metrics), str(t["trials"]),
                          f"{t['epochs_run']} of {t['epochs_full']}", _share(t["saved"]), _hours(t["cpu_hours"]),
                          _hours(t["gpu_hours"])])  # fmt: skip
         return rows
@@ -136,9 +145,10 @@ class StudySummary:
         )
 
     def to_csv(self) -> str:
-        header = ["section", "name", "hyperparameters", "best", *self.metrics, "trials", "epochs_run", "epochs_full",
-                  "saved", "cpu_hours", "gpu_hours", "carried"]  # fmt: skip
-        rows = [[r.section, r.name, list(r.hyperparameters), r.best, *(r.metrics.get(m) for m in self.metrics), r.trials,
+        header = ["section", "name", "hyperparameters", "best", *self.metrics, *self.test_metrics, "trials", "epochs_run",
+                  "epochs_full", "saved", "cpu_hours", "gpu_hours", "carried"]  # fmt: skip
+        rows = [[r.section, r.name, list(r.hyperparameters), r.best, *(r.metrics.get(m) for m in self.metrics),
+                 *(r.test.get(m) for m in self.test_metrics), r.trials,
                  r.epochs_run, r.epochs_full, r.saved, r.cpu_hours, r.gpu_hours,
                  [f"{p['section']}/{p['trial']}" for p in r.carried] or None] for r in self.rows]  # fmt: skip
         return csv_text(header, rows)

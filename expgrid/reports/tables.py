@@ -22,6 +22,7 @@ from expgrid.study import is_number
 
 BEST = "best"
 REFERENCE = "reference"
+TESTED = "tested"
 
 
 @dataclasses.dataclass
@@ -60,7 +61,11 @@ def section_table(facts: StudyFacts, section: SectionResults) -> SectionTable:
     for m in metrics:
         columns += [m, f"delta_{m}"] if m in compared else [m]
     # `trial_seconds`, not `seconds`: a trainable may report a metric of that name (classify does)
+    # The test metrics of the evaluated trial (test: best), apart from the validation ones that chose it
+    test_columns = list(section.test_metrics)
+    columns += test_columns
     columns += ["epoch", "status", "epochs_run", "epochs_planned", "trial_seconds", "note"]
+    tested = section.tested
 
     rows = []
     for trial in sorted(section.trials, key=lambda t: t.index):
@@ -73,13 +78,15 @@ def section_table(facts: StudyFacts, section: SectionResults) -> SectionTable:
             row[m] = values.get(m) if is_number(values.get(m)) else None
             if m in compared:
                 row[f"delta_{m}"] = _difference(row[m], shown[reference.index].get(m)) if reference else None
+        for m in test_columns:
+            row[m] = section.test_metrics[m] if trial is tested else None
         row.update(
             epoch=values.get("epoch"),
             status=trial.status,
             epochs_run=trial.last_epoch,
             epochs_planned=section.planned_epochs(trial),
             trial_seconds=trial.seconds,
-            note=", ".join(n for n, t in ((BEST, best), (REFERENCE, reference)) if t is trial) or None,
+            note=", ".join(n for n, t in ((BEST, best), (REFERENCE, reference), (TESTED, tested)) if t is trial) or None,
         )
         rows.append(row)
     return SectionTable(f"Section {section.id} — {section.name}", columns, rows, _notes(facts, section))
@@ -110,6 +117,13 @@ def _notes(facts: StudyFacts, section: SectionResults) -> list[str]:
     else:
         notes.append(f"Δ left blank: no trial of this grid has the section's base configuration "
                      f"({assignments(section.reference)}).")  # fmt: skip
+    test = section.test or {}
+    if section.test_metrics:
+        notes.append(f"test_*: the **tested** trial {test.get('trial')} at epoch {test.get('epoch')}, its selected "
+                     f"epoch's checkpoint, evaluated once on the test split after the section; the validation "
+                     f"metrics chose it.")  # fmt: skip
+    elif test.get("error"):
+        notes.append(f"Test evaluation of trial {test.get('trial')} gave no metrics: {test['error']}")
     return notes
 
 

@@ -106,7 +106,8 @@ def _section_record(results: Path, section_id: str) -> RunRecord | None:
     name = str(saved.get("name", section_id))
     metrics: dict[str, list[tuple[int, float]]] = {}
     best_value = ((best or {}).get("metrics") or {}).get(metric, math.nan)
-    for key, value in ((f"best_{metric}", best_value), ("seconds", saved.get("seconds"))):
+    test = ((saved.get("test") or {}).get("metrics") or {}) if isinstance(saved.get("test"), dict) else {}
+    for key, value in ((f"best_{metric}", best_value), ("seconds", saved.get("seconds")), *test.items()):
         if is_number(value):  # as the writer logs them at the section's end (NaN included)
             metrics[key] = [(0, float(value))]
     artifacts = {"best_config.json": Artifact(text=artifact_text(best or {}))}

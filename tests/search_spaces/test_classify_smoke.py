@@ -43,6 +43,24 @@ def _smoke(study: str, data_root: Path, results: Path, address: str) -> dict[str
     return sections
 
 
+def _tested(results: Path) -> dict[str, dict | None]:
+    """Each section's test evaluation (``test: best``) from its section.json, checked for sense."""
+    tests = {}
+    for folder in sorted((results / "sections").iterdir()):
+        saved = json.loads((folder / "section.json").read_text())
+        test = tests[folder.name] = saved.get("test")
+        if test is None:
+            continue
+        assert test["trial"] == saved["best"]["index"] and "error" not in test, (folder.name, test)
+        m = test["metrics"]
+        assert 0 <= m["test_accuracy"] <= 1 and m["test_error"] == pytest.approx(1 - m["test_accuracy"])
+        assert m["test_loss"] > 0 and m["test_samples"] > 0
+        assert m["test_top5_accuracy"] >= m["test_accuracy"]  # 10 classes: top-5 reported
+        summary = (results / "report" / "summary.csv").read_text()
+        assert "test_accuracy" in summary.splitlines()[0]
+    return tests
+
+
 def _swept(trials: list[dict]) -> list[dict]:
     return [t["swept"] for t in trials]
 
@@ -50,6 +68,7 @@ def _swept(trials: list[dict]) -> list[dict]:
 def test_cifar10_study_smoke(ray_session, data_root, tmp_path):
     sections = _smoke("cifar10", data_root, tmp_path / "r", ray_session.get_runtime_context().gcs_address)
     assert sorted(sections) == ["1", "2", "3"]
+    assert all(t is not None for t in _tested(tmp_path / "r").values())  # test: best, every section
     assert sorted(p.name for p in (tmp_path / "r" / "logs").iterdir()) == ["log_sec1.txt", "log_sec2.txt", "log_sec3.txt"]
     assert all(len(t) == 2 and all(x["history"][-1]["epoch"] == 1 for x in t) for t in sections.values())
     # Zipped optimiser settings vary together, crossed with the dropout grid.
@@ -79,6 +98,9 @@ def test_iml_project4_study_smoke(ray_session, data_root, tmp_path):
     results = tmp_path / "r"
     sections = _smoke("iml_project4", data_root, results, ray_session.get_runtime_context().gcs_address)
     assert sorted(sections) == ["1", "2", "3", "4", "5"]
+    tested = _tested(results)
+    assert all(t is not None for t in tested.values())
+    assert tested["1"]["metrics"]["test_samples"] == 50  # the fake Fashion-MNIST's test images
     # Zipped, not crossed: the first two listed pairs, each with its own epoch count.
     assert _swept(sections["3"]) == [{"batch_size": 1, "epochs": 1}, {"batch_size": 16, "epochs": 10}]
     assert [t["history"][-1]["epoch"] for t in sections["3"]] == [1, 10]
@@ -99,6 +121,8 @@ def test_iml_project4_study_smoke(ray_session, data_root, tmp_path):
 def test_dl_tasks_study_smoke(ray_session, data_root, tmp_path):
     sections = _smoke("dl_tasks", data_root, tmp_path / "r", ray_session.get_runtime_context().gcs_address)
     assert sorted(sections) == ["1", "2", "3", "4", "5", "6"]
+    tested = _tested(tmp_path / "r")
+    assert [sid for sid, t in tested.items() if t is not None] == ["1", "2", "3", "4"]  # not the image folder's
     assert _swept(sections["2"]) == [{"model.dropout": 0.0, "model.batchnorm": False},
                                      {"model.dropout": 0.3, "model.batchnorm": False}]  # fmt: skip
     vgg = sections["5"]

@@ -441,8 +441,9 @@ def image_folder(cfg: Mapping[str, Any]) -> Arrays:
     Images are not read here: each trial decodes them with ``loader_workers`` DataLoader workers,
     resized to ``image_size`` × ``image_size`` (RGB, [0, 1]). So the paths must be readable where
     the trials run (one machine, or a shared file system). ``train_size`` / ``val_size``: a random
-    subset of that many files (seeded by ``dataset.seed``), or null for all. No test split: the
-    validation folder is the held-out data."""
+    subset of that many files (seeded by ``dataset.seed``), or null for all. A ``test/`` folder
+    of the same class folders, when there is one, is the test split (every file; ``test: best``);
+    without it there is no test split."""
     from torchvision.datasets import ImageFolder
 
     root, classes = _image_folder_root(cfg)
@@ -471,6 +472,17 @@ def image_folder(cfg: Mapping[str, Any]) -> Arrays:
             paths, labels = paths[keep], labels[keep]
         out[f"paths_{split}"] = paths.tolist()
         out[f"y_{split}"] = labels
+    test = root / "test"  # the test split (test: best), every file, when the folder is there
+    if test.is_dir():
+        try:
+            folder = ImageFolder(str(test))
+        except (FileNotFoundError, OSError) as e:
+            raise ConfigError("dataset.root", f"{image_folder_layout(cfg)} ({e})", str(root)) from None
+        if folder.classes != classes:
+            raise ConfigError("dataset.root", f"{image_folder_layout(cfg)} (test/ with the class folders of "
+                              f"{cfg['train_dir']}/)", str(root))  # fmt: skip
+        out["paths_test"] = [path for path, _ in folder.samples]
+        out["y_test"] = np.array([target for _, target in folder.samples], dtype=np.int64)
     return out
 
 

@@ -39,4 +39,7 @@ SPEC = TrainableSpec(
     # The coursework's per-section log file (logs/log_sec{S}_q{Q}.txt), as before the trainables
     # provided it: one format for every built-in trainable.
     section_log="trainables.reid.section_log:SectionLog",
+    # `test: best`: the chosen trial on the test split (which datasets have one: test_split)
+    evaluate="trainables.classification.evaluate:evaluate",
+    test_split="trainables.classification.evaluate:test_split",
 )
