@@ -100,11 +100,23 @@ def _child(args: argparse.Namespace) -> None:
     """One size in this (fresh) process: Ray, then expgrid's section or plain Tune's."""
     from cluster import connect
 
-    connect.connect(num_cpus=os.cpu_count())
+    try:
+        connect.connect(num_cpus=os.cpu_count())
+    except Exception as e:  # Ray gives its node 30 s to start; an overloaded machine can miss that once
+        print(f"ray.init failed ({str(e)[:80]}); trying once more", file=sys.stderr)
+        connect.connect(num_cpus=os.cpu_count())
     before, _ = _rss_mb()
     with tempfile.TemporaryDirectory() as tmp:
         if args.plain_child:
             seconds = plain_tune(args.child, args.reports, str(Path(tmp) / "tune"))
+        elif args.profile:  # the driver's main thread (Tune's loop and the event path) by cumulative time
+            import cProfile
+            import pstats
+
+            profiler = cProfile.Profile()
+            seconds = profiler.runcall(through_expgrid, args.child, args.reports, args.cpu_per_trial,
+                                       Path(tmp) / "grid", args.mlflow)  # fmt: skip
+            pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
         else:
             seconds = through_expgrid(args.child, args.reports, args.cpu_per_trial, Path(tmp) / "grid", args.mlflow)
         _, peak = _rss_mb()
@@ -115,7 +127,9 @@ def _child(args: argparse.Namespace) -> None:
 def _in_subprocess(args: argparse.Namespace, trials: int, plain: bool) -> dict | None:
     command = [sys.executable, __file__, "--child", str(trials), "--reports", str(args.reports),
                "--cpu-per-trial", str(args.cpu_per_trial), "--mlflow", args.mlflow] + (["--plain-child"] if plain else [])  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command + (["--profile"] if args.profile and not plain else []), capture_output=True, text=True)
+    if args.profile and not plain:
+        print(done.stderr[-15000:], flush=True)
     line = next((x for x in done.stdout.splitlines() if x.startswith("FIGURES ")), None)
     if line is None:
         print(f"{'plain Tune' if plain else 'expgrid'} at {trials} trials failed (exit {done.returncode}):\n"
@@ -156,6 +170,7 @@ def main() -> None:
     parser.add_argument("--baseline-trials", type=int, default=None, help="plain Tune's size (default: the smallest)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--plain-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--profile", action="store_true", help="cProfile expgrid's side of each size (printed)")
     parser.add_argument("--reports", type=int, default=10)
     parser.add_argument("--cpu-per-trial", type=float, default=1.0)
     parser.add_argument("--expgrid-only", action="store_true", help="skip the plain Tune side (its ~3 minutes)")
