@@ -65,6 +65,8 @@ def simulate(trials: int, rows: int, folder: Path, mirror_wait: float) -> dict[s
     events = SectionEvents(study, section, trial_records, results, tracker,
                            ProgressLine("s", len(plans), study.metric, io.StringIO()), interrupts.StopRequest(),
                            describe=lambda t: describe(study, t, section.select))  # fmt: skip
+    import cluster.tune_section  # noqa: F401  what a trial's end consults; the real driver has it loaded
+
     start, cpu_start = time.perf_counter(), time.process_time()
     for trial in trial_records:
         x, y = trial.swept["x"], trial.swept["y"]

@@ -47,9 +47,11 @@ MIRROR_WAIT = 60.0
 
 # The ledger is one JSON file rewritten whole (7 ms at 10,000 trials, 70 ms at 100,000): saved
 # for every reply of new run ids, a section of many short trials spent O(trials) per trial on it.
-# A save waits until SAVE_SHARE of the time has passed since the last one (10 × its own duration),
-# at most LEDGER_SAVE_MAX seconds; ids that arrive meanwhile are saved by a timer then.
+# The next save waits 10 × the last one's duration (saving takes at most a tenth of the time),
+# at least LEDGER_SAVE_MIN and at most LEDGER_SAVE_MAX seconds; ids that arrive meanwhile are
+# saved by a timer then.
 LEDGER_SAVE_SHARE = 0.1
+LEDGER_SAVE_MIN = 0.2
 LEDGER_SAVE_MAX = 1.0
 
 
@@ -128,7 +130,7 @@ class Tracker:
             except OSError as e:  # the mirror's bookkeeping only: `expgrid sync` matches runs by their tags
                 self._ledger_error = f"{self.ledger.path}: {e}"
             took = time.monotonic() - started
-            self._next_save = started + min(took / LEDGER_SAVE_SHARE, LEDGER_SAVE_MAX)
+            self._next_save = started + min(max(took / LEDGER_SAVE_SHARE, LEDGER_SAVE_MIN), LEDGER_SAVE_MAX)
 
     def _call(self, method: str, *args: Any) -> None:
         if not self._closed:
