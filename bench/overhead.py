@@ -66,8 +66,11 @@ def through_expgrid(trials: int, reports: int, cpu: float, folder: Path, mlflow:
         runner.Tracker = AsyncTracker
     try:
         start = time.perf_counter()  # everything a section costs: planning, Tune, records, MLflow
-        outcome = run_study(study_obj, spec, RunOptions(results_dir=folder / "results", stream=io.StringIO()))
+        output = io.StringIO()
+        outcome = run_study(study_obj, spec, RunOptions(results_dir=folder / "results", stream=output))
         seconds = time.perf_counter() - start
+        # The study's end waits at most tracking.MIRROR_WAIT for MLflow: say whether it was all written.
+        _mirror.append(next((line for line in output.getvalue().splitlines() if "mirror incomplete" in line), "complete"))
     finally:
         runner.Tracker = writer_tracker
     _written.append(outcome.tracking_uri)  # checked at the end: the check imports MLflow into this process
@@ -75,6 +78,7 @@ def through_expgrid(trials: int, reports: int, cpu: float, folder: Path, mlflow:
 
 
 _written: list[str] = []
+_mirror: list[str] = []
 
 
 def _check_mirror(uri: str, trials: int, reports: int) -> None:
@@ -121,7 +125,7 @@ def _child(args: argparse.Namespace) -> None:
             seconds = through_expgrid(args.child, args.reports, args.cpu_per_trial, Path(tmp) / "grid", args.mlflow)
         _, peak = _rss_mb()
     print("FIGURES " + json.dumps({"trials": args.child, "seconds": seconds, "rss_before_mb": before,
-                                   "peak_rss_mb": peak}), flush=True)  # fmt: skip
+                                   "peak_rss_mb": peak, "mirror": (_mirror or ["-"])[-1]}), flush=True)  # fmt: skip
 
 
 def _in_subprocess(args: argparse.Namespace, trials: int, plain: bool) -> dict | None:
@@ -147,7 +151,7 @@ def _sizes(args: argparse.Namespace) -> None:
             continue
         rows.append(f)
         print(f"{'expgrid':11} {trials:>7} {f['seconds']:>8.1f} {f['seconds'] / trials:>8.4f} {f['peak_rss_mb']:>13.0f} MB"
-              f"  ({f['rss_before_mb']:.0f} MB)", flush=True)  # fmt: skip
+              f"  ({f['rss_before_mb']:.0f} MB)  MLflow mirror: {f['mirror']}", flush=True)  # fmt: skip
     if args.expgrid_only:
         return
     baseline = args.baseline_trials or min(args.trials)
