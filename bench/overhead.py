@@ -1,23 +1,33 @@
-"""Per-trial overhead: 100 no-op trials × 10 reports, through expgrid and through a plain Ray
-Tune script with Tune's default settings, on one local Ray started once for both.
+"""Per-trial overhead: no-op trials × 10 reports, through expgrid and through a plain Ray Tune
+script with Tune's default settings.
 
-Prints seconds per trial for both and their ratio. Target: expgrid ≤ 0.1 s per trial on a
-2-CPU machine.
+``--trials 100 1000 10000``: each size runs in a fresh subprocess (its own local Ray, started
+as `expgrid run` starts it), so that the driver's peak RSS is that size's own; printed per size:
+seconds per trial (everything a section costs: planning, Tune, records, MLflow's mirror) and the
+driver's peak RSS. Targets (issue 16): ≤ 0.02 s per trial at every size, RSS ≤ 1 GB at 10,000.
+Plain Tune runs once, in a subprocess of its own, at ``--baseline-trials`` (default: the
+smallest size; it takes about a second per trial, so 10,000 would take hours).
 
 ``--mlflow writer|async|both``: how expgrid writes to MLflow — its writer process (what
 `expgrid run` does), MLflow's own asynchronous logging in the driver's process
 (``log_batch(..., synchronous=False)``, bench/_async_tracker.py), or both, one after the other
 on the same Ray (``--repeat N`` alternates them N times), printing their ratio.
 
-    .venv/bin/python bench/overhead.py [--trials 100] [--reports 10] [--cpu-per-trial 1]
-        [--mlflow writer|async|both] [--repeat 1] [--expgrid-only]
+    .venv/bin/python bench/overhead.py [--trials 100 [1000 10000]] [--reports 10] [--cpu-per-trial 1]
+        [--mlflow writer|async|both] [--repeat 1] [--expgrid-only] [--baseline-trials N]
+
+``--mlflow both`` runs in this process, at the first size only.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -56,8 +66,11 @@ def through_expgrid(trials: int, reports: int, cpu: float, folder: Path, mlflow:
         runner.Tracker = AsyncTracker
     try:
         start = time.perf_counter()  # everything a section costs: planning, Tune, records, MLflow
-        outcome = run_study(study_obj, spec, RunOptions(results_dir=folder / "results", stream=io.StringIO()))
+        output = io.StringIO()
+        outcome = run_study(study_obj, spec, RunOptions(results_dir=folder / "results", stream=output))
         seconds = time.perf_counter() - start
+        # The study's end waits at most tracking.MIRROR_WAIT for MLflow: say whether it was all written.
+        _mirror.append(next((line for line in output.getvalue().splitlines() if "mirror incomplete" in line), "complete"))
     finally:
         runner.Tracker = writer_tracker
     _written.append(outcome.tracking_uri)  # checked at the end: the check imports MLflow into this process
@@ -65,6 +78,7 @@ def through_expgrid(trials: int, reports: int, cpu: float, folder: Path, mlflow:
 
 
 _written: list[str] = []
+_mirror: list[str] = []
 
 
 def _check_mirror(uri: str, trials: int, reports: int) -> None:
@@ -79,9 +93,88 @@ def _check_mirror(uri: str, trials: int, reports: int) -> None:
     assert (len(runs), finished, points) == (trials, trials, trials * reports), (len(runs), finished, points)
 
 
+def _rss_mb() -> tuple[float, float]:
+    """The driver's resident memory now and its peak so far (MB)."""
+    with open("/proc/self/statm") as f:
+        now = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return now, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _child(args: argparse.Namespace) -> None:
+    """One size in this (fresh) process: Ray, then expgrid's section or plain Tune's."""
+    from cluster import connect
+
+    try:
+        connect.connect(num_cpus=os.cpu_count())
+    except Exception as e:  # Ray gives its node 30 s to start; an overloaded machine can miss that once
+        print(f"ray.init failed ({str(e)[:80]}); trying once more", file=sys.stderr)
+        connect.connect(num_cpus=os.cpu_count())
+    before, _ = _rss_mb()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.plain_child:
+            seconds = plain_tune(args.child, args.reports, str(Path(tmp) / "tune"))
+        elif args.profile:  # the driver's main thread (Tune's loop and the event path) by cumulative time
+            import cProfile
+            import pstats
+
+            profiler = cProfile.Profile()
+            seconds = profiler.runcall(through_expgrid, args.child, args.reports, args.cpu_per_trial,
+                                       Path(tmp) / "grid", args.mlflow)  # fmt: skip
+            pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
+        else:
+            seconds = through_expgrid(args.child, args.reports, args.cpu_per_trial, Path(tmp) / "grid", args.mlflow)
+        _, peak = _rss_mb()
+    print("FIGURES " + json.dumps({"trials": args.child, "seconds": seconds, "rss_before_mb": before,
+                                   "peak_rss_mb": peak, "mirror": (_mirror or ["-"])[-1]}), flush=True)  # fmt: skip
+
+
+def _in_subprocess(args: argparse.Namespace, trials: int, plain: bool) -> dict | None:
+    command = [sys.executable, __file__, "--child", str(trials), "--reports", str(args.reports),
+               "--cpu-per-trial", str(args.cpu_per_trial), "--mlflow", args.mlflow] + (["--plain-child"] if plain else [])  # fmt: skip
+    done = subprocess.run(command + (["--profile"] if args.profile and not plain else []), capture_output=True, text=True)
+    if args.profile and not plain:
+        print(done.stderr[-15000:], flush=True)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("FIGURES ")), None)
+    if line is None:
+        print(f"{'plain Tune' if plain else 'expgrid'} at {trials} trials failed (exit {done.returncode}):\n"
+              f"{done.stdout[-2000:]}{done.stderr[-4000:]}", flush=True)  # fmt: skip
+        return None
+    return json.loads(line.removeprefix("FIGURES "))
+
+
+def _sizes(args: argparse.Namespace) -> None:
+    print(f"{'':11} {'trials':>7} {'seconds':>8} {'s/trial':>8} {'driver peak RSS':>16}  (RSS after ray.init)", flush=True)
+    rows = []
+    for trials in args.trials:
+        f = _in_subprocess(args, trials, plain=False)
+        if f is None:
+            continue
+        rows.append(f)
+        print(f"{'expgrid':11} {trials:>7} {f['seconds']:>8.1f} {f['seconds'] / trials:>8.4f} {f['peak_rss_mb']:>13.0f} MB"
+              f"  ({f['rss_before_mb']:.0f} MB)  MLflow mirror: {f['mirror']}", flush=True)  # fmt: skip
+    if args.expgrid_only:
+        return
+    baseline = args.baseline_trials or min(args.trials)
+    f = _in_subprocess(args, baseline, plain=True)
+    if f is not None:
+        plain = f["seconds"] / baseline
+        print(f"{'plain Tune':11} {baseline:>7} {f['seconds']:>8.1f} {plain:>8.4f} {f['peak_rss_mb']:>13.0f} MB"
+              f"  ({f['rss_before_mb']:.0f} MB)", flush=True)  # fmt: skip
+        for r in rows:
+            print(f"expgrid/plain per trial at {r['trials']} trials = {r['seconds'] / r['trials'] / plain:.3f}")
+    for r in rows:
+        met = r["seconds"] / r["trials"] <= 0.02 and (r["trials"] < 10_000 or r["peak_rss_mb"] <= 1024)
+        print(f"{r['trials']} trials: {r['seconds'] / r['trials']:.4f} s/trial, peak RSS {r['peak_rss_mb']:.0f} MB: "
+              f"{'met' if met else 'NOT met'} (targets <= 0.02 s/trial; <= 1 GB at 10,000)")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--trials", type=int, nargs="+", default=[100])
+    parser.add_argument("--baseline-trials", type=int, default=None, help="plain Tune's size (default: the smallest)")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--plain-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--profile", action="store_true", help="cProfile expgrid's side of each size (printed)")
     parser.add_argument("--reports", type=int, default=10)
     parser.add_argument("--cpu-per-trial", type=float, default=1.0)
     parser.add_argument("--expgrid-only", action="store_true", help="skip the plain Tune side (its ~3 minutes)")
@@ -89,6 +182,13 @@ def main() -> None:
                         help="expgrid's MLflow writer process, MLflow's async logging in the driver, or both")
     parser.add_argument("--repeat", type=int, default=1, help="with --mlflow both: alternate the two N times")
     args = parser.parse_args()
+    if args.child is not None:
+        _child(args)
+        return
+    if args.mlflow != "both":
+        _sizes(args)
+        return
+    args.trials = args.trials[0]
 
     from importlib.metadata import version
 

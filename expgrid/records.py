@@ -176,6 +176,12 @@ class RowLog:
         with durable.naming(self.path):
             self._file.write(json.dumps({"trial": index, "row": row}, default=str) + "\n")
 
+    def append_rows(self, index: int, rows: list[dict[str, Any]]) -> None:
+        """Several rows of one trial in one write (a pack's result carries many)."""
+        if rows:
+            with durable.naming(self.path):
+                self._file.write("".join(json.dumps({"trial": index, "row": row}, default=str) + "\n" for row in rows))
+
     def stopped(self, index: int, reason: str) -> None:
         """Why the trial stopped (a line of its own: ``{"trial": 3, "stop": "diverged"}``)."""
         with durable.naming(self.path):

@@ -18,7 +18,8 @@ from expgrid import durable, interrupts, records, tracking
 from expgrid.errors import EXIT_FAILED
 from expgrid.logfiles import NoSectionLog, SectionLog
 from expgrid.progress import ProgressLine
-from expgrid.records import FAILED, RUNNING, SCORED, TrialRecord
+from expgrid.records import RUNNING, SCORED, TrialRecord
+from expgrid.section_tally import BestSoFar, Tally
 from expgrid.stopping import MLFLOW_STATUS
 from expgrid.study_types import Section, Study
 from expgrid.tracking import Tracker
@@ -45,7 +46,16 @@ class SectionEvents:
         # Trials that ended before the driver was killed (a resumed section): Tune may run one
         # again if its end had not reached Tune's own saved state; the record already has it.
         self.ended_before: set[int] = set()
-        self._best_text = ""  # the progress line's best trial, recomputed as trials end
+        # Kept as trials change state (never a scan of every trial per event): the progress
+        # line's counts, and the best trial so far (a resumed section's ended trials count).
+        self._tally = Tally(self.trials.values())
+        self._best = BestSoFar(self.trials.values(), study.metric, study.mode, section.select)
+        self._best_text = "" if self._best.best is None else describe(self._best.best)
+
+    @property
+    def best(self) -> TrialRecord | None:
+        """The best trial so far (``records.best_trial`` of the section's trials, kept per event)."""
+        return self._best.best
 
     def trial_started(self, index: int, at: float | None = None) -> None:
         self.heard = True
@@ -58,7 +68,9 @@ class SectionEvents:
             self.tracker.start_trial(self.section.id, index, tracking.trial_run_name(self.section.id, index, trial.swept),
                                      trial.config, tracking.parent_tags(trial.parent), trial.started,
                                      history=trial.history)  # fmt: skip
+        self._tally.remove(trial)
         trial.status = RUNNING
+        self._tally.add(trial)
         self._redraw(False)
 
     @contextlib.contextmanager
@@ -93,9 +105,11 @@ class SectionEvents:
         with self._recording():
             for row in rows:
                 trial.add_row(row)
-                self.rows.append(index, row)
+            self.rows.append_rows(index, rows)
         for row in rows:
             self.tracker.log_epoch(self.section.id, index, row)
+        if trial.status in SCORED:  # rows of a trial that had ended: its score may have moved
+            self._offer(trial)
         self._redraw(False)
 
     def trial_artifacts(self, index: int, files: dict[str, Any], epoch: int) -> None:
@@ -156,9 +170,12 @@ class SectionEvents:
         if index in self.ended_before or self._trial_storage_failed(error) or self._checkpoint_lost(index, error):
             return
         trial = self.trials[index]
+        self._tally.remove(trial)
         trial.ended = at or time.time()
         trial.error = error
         trial.status = records.ending(trial.stop, error)
+        self._tally.add(trial)
+        self._offer(trial)
         with self._recording():
             records.append_trial(self.results, self.section.id, trial)
             self.log.trial_ended(trial)
@@ -169,17 +186,16 @@ class SectionEvents:
         self.tracker.end_trial(self.section.id, index, MLFLOW_STATUS[trial.status], tags, trial.ended)
         self._redraw(True)
 
+    def _offer(self, trial: TrialRecord) -> None:
+        """The best can only change when a trial ends (running trials do not compete)."""
+        if self._best.offer(trial):
+            self._best_text = "" if self._best.best is None else self.describe(self._best.best)
+
     def _redraw(self, trial_ended: bool) -> None:
-        trials = list(self.trials.values())
-        if trial_ended:  # the best can only change when a trial ends (running trials do not compete)
-            best = records.best_trial(
-                [t for t in trials if t.status in SCORED], self.study.metric, self.study.mode, self.section.select
-            )
-            self._best_text = "" if best is None else self.describe(best)
         self.progress.update(
-            done=sum(t.ended is not None for t in trials),
-            running=sum(t.status == RUNNING for t in trials),
-            failed=sum(t.status in (FAILED, records.DIVERGED) for t in trials),
+            done=self._tally.done,
+            running=self._tally.running,
+            failed=self._tally.failed,
             retries=self.retries,
             best=self._best_text,
             trial_ended=trial_ended,

@@ -25,6 +25,7 @@ import json
 import os
 import queue
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,6 +45,15 @@ __all__ = ["MIRROR_WAIT", "MirrorReport", "Tracker", "carried_tags", "default_tr
 # The longest the study's end waits for the MLflow mirror (seconds). What is not written by
 # then is counted and printed with the `expgrid sync` command that adds it.
 MIRROR_WAIT = 60.0
+
+# The ledger is one JSON file rewritten whole (7 ms at 10,000 trials, 70 ms at 100,000): saved
+# for every reply of new run ids, a section of many short trials spent O(trials) per trial on it.
+# The next save waits 10 × the last one's duration (saving takes at most a tenth of the time),
+# at least LEDGER_SAVE_MIN and at most LEDGER_SAVE_MAX seconds; ids that arrive meanwhile are
+# saved by a timer then.
+LEDGER_SAVE_SHARE = 0.1
+LEDGER_SAVE_MIN = 0.2
+LEDGER_SAVE_MAX = 1.0
 
 
 def default_tracking_uri(results_dir: Path) -> str:
@@ -80,6 +90,9 @@ class Tracker:
         self._closed = False
         self._report: MirrorReport | None = None
         self._ledger_error: str | None = None
+        self._next_save = 0.0  # monotonic time before which the ledger is not saved again
+        self._save_timer: threading.Timer | None = None
+        self._save_lock = threading.Lock()
         env = bounded_http_env({**os.environ, "PYTHONPATH": os.pathsep.join(p or "." for p in sys.path)})
         self._longest_call = longest_call(env) if is_http(tracking_uri) else 10.0
         self.writer = WriterProcess(env, on_runs=self._remember)
@@ -91,14 +104,34 @@ class Tracker:
     def writer_pid(self) -> int:
         return self.writer.pid
 
-    def _remember(self, ids: dict[Any, str]) -> None:
+    def _remember(self, ids: dict[Any, str], now: bool = False) -> None:
+        """Keep run ids in the ledger (on the reply thread); ``now``: save it at once (the end)."""
         if self.ledger is None:
             return
         self.ledger.set_run_ids(self.uri, ids)
-        try:
-            self.ledger.save()
-        except OSError as e:  # the mirror's bookkeeping only: `expgrid sync` matches runs by their tags
-            self._ledger_error = f"{self.ledger.path}: {e}"
+        with self._save_lock:
+            wait = self._next_save - time.monotonic()
+            if wait > 0 and not now:
+                if self._save_timer is None:
+                    self._save_timer = threading.Timer(wait, self._save_ledger)
+                    self._save_timer.daemon = True
+                    self._save_timer.start()
+                return
+        self._save_ledger()
+
+    def _save_ledger(self) -> None:
+        assert self.ledger is not None
+        with self._save_lock:
+            if self._save_timer is not None:
+                self._save_timer.cancel()  # this save takes what it would have saved
+                self._save_timer = None
+            started = time.monotonic()
+            try:
+                self.ledger.save()
+            except OSError as e:  # the mirror's bookkeeping only: `expgrid sync` matches runs by their tags
+                self._ledger_error = f"{self.ledger.path}: {e}"
+            took = time.monotonic() - started
+            self._next_save = started + min(max(took / LEDGER_SAVE_SHARE, LEDGER_SAVE_MIN), LEDGER_SAVE_MAX)
 
     def _call(self, method: str, *args: Any) -> None:
         if not self._closed:
@@ -220,7 +253,7 @@ class Tracker:
         if database is not None and database.exists():
             fold_write_ahead_log(database)  # the writer has exited: its connections are closed
         if self.ledger is not None:
-            self._remember({})  # the study params, and ids read since the last save
+            self._remember({}, now=True)  # the study params, and ids read since the last save
         self._report = self._report_from(final, why)
         self.errors = list(self._report.errors) or ([why] if why else [])
         return self._report
