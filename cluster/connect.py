@@ -249,7 +249,12 @@ def leave_without_waiting() -> None:
     and its summary printed): the shutdown of a local Ray this process started is handed to a
     process of its own (``local_ray.hand_over_shutdown``), so the user does not wait for it (1-2
     s, and several more for the interpreter's own teardown of Ray, Tune and torch). A driver
-    attached to a cluster just goes; the cluster ends its job when the connection drops."""
+    attached to a cluster just goes; the cluster ends its job when the connection drops. A
+    local start still under way (a stop asked for in the first seconds) is waited for, so that
+    its record exists and the reaper finds what it started; an attach is not (nothing to end)."""
+    pending = _background
+    if pending is not None and pending.arguments[0] is None and not os.environ.get("RAY_ADDRESS"):
+        _finish_background_start()
     if ray.is_initialized():
         local_ray.hand_over_shutdown()
 
