@@ -6,6 +6,7 @@ Connecting applies the patches of cluster/patches.py (the driver's, before Tune 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ipaddress
 import logging
@@ -14,6 +15,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 # isort: split
 # First: Ray reads at import what keeps a local Ray on 127.0.0.1 (see cluster/local_ray.py).
@@ -37,17 +39,97 @@ def connect(
     what an earlier expgrid driver that died left of its local Ray is stopped first. Attaching
     fails within ``connect_timeout`` seconds, with one line naming the address, when no Ray
     cluster answers there (``attach.ClusterUnreachable``). A session already connected (a
-    test's ``ray.init``, ``ray submit``) is used as it is."""
+    test's ``ray.init``, ``ray submit``, an earlier study of this process) is used as it is, so
+    a second study in one process finds Ray running. A start begun by
+    :func:`start_in_background` is waited for (and its error raised here)."""
     patches.apply()
-    if not ray.is_initialized():
-        if address is None and os.environ.get("RAY_ADDRESS"):
-            address = "auto"  # what ray.init does with $RAY_ADDRESS; probed like any address
-        with _keeping_sigterm_handler():
-            if address is None:
-                _start_local(num_cpus, num_gpus)
-            else:
-                _attach(address, connect_timeout)
+    _wait_for_background_start()
+    _connect_now(address, num_cpus, num_gpus, connect_timeout)
     return cluster_resources()
+
+
+# ---------------------------------------------------------------------------------------------
+# Starting while the driver does other work
+
+_background: _BackgroundStart | None = None
+_parked = threading.Event()  # set by shutdown(): the thread that started Ray may end
+
+
+class _BackgroundStart(threading.Thread):
+    """connect() in a daemon thread. ``ray.init`` is mostly waiting (for the GCS, the raylet and
+    the dashboard to come up), so the driver's own work (opening MLflow, loading the data,
+    planning) goes on meanwhile; the thread's error is raised in the thread that waits for it."""
+
+    def __init__(self, arguments: tuple[Any, ...]):
+        super().__init__(name="expgrid-ray-start", daemon=True)
+        self.arguments = arguments
+        self.error: BaseException | None = None
+        self.done = threading.Event()  # connected, or failed
+
+    def run(self) -> None:
+        try:
+            _connect_now(*self.arguments)
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+            self.error = e
+            return
+        finally:
+            self.done.set()
+        # Ray starts the GCS and the raylet of a local Ray so that they die with their parent
+        # (PR_SET_PDEATHSIG), and Linux takes the *thread* that started them for the parent: this
+        # thread ending would end the Ray (seen: "Failed to connect to GCS within 60 seconds").
+        # So it stays until shutdown() has stopped that Ray, or the process ends.
+        _parked.wait()
+
+
+def start_in_background(
+    address: str | None = None,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    connect_timeout: float = 30.0,
+) -> bool:
+    """Begin :func:`connect` in a thread and return at once (True when a start was begun); the
+    next :func:`connect` waits for it. Nothing is begun when Ray is connected already (a warm
+    run) or a start is under way. Call it once the study is known to be valid: a bad study file
+    starts nothing."""
+    global _background
+    if ray.is_initialized() or _background is not None:
+        return False
+    patches.apply()  # here: it may print its one note, and it imports what the thread would
+    _background = _BackgroundStart((address, num_cpus, num_gpus, connect_timeout))
+    # A run that ends before it connects (a stop, a failed section) must not exit while ray.init
+    # runs: Ray's own shutdown at exit would meet a half-started Ray. Runs before Ray's (LIFO).
+    atexit.register(_finish_background_start)
+    _background.start()
+    return True
+
+
+def _finish_background_start() -> None:
+    with contextlib.suppress(BaseException):
+        _wait_for_background_start()
+
+
+def _wait_for_background_start() -> None:
+    global _background
+    pending = _background
+    if pending is None:
+        return
+    while not pending.done.wait(0.1):  # in slices: the caller's signal handlers run meanwhile
+        pass
+    _background = None
+    if pending.error is not None:
+        raise pending.error
+
+
+def _connect_now(address: str | None, num_cpus: int | None, num_gpus: int | None, connect_timeout: float) -> None:
+    if ray.is_initialized():
+        return
+    if address is None and os.environ.get("RAY_ADDRESS"):
+        address = "auto"  # what ray.init does with $RAY_ADDRESS; probed like any address
+    with _keeping_sigterm_handler():
+        if address is None:
+            _start_local(num_cpus, num_gpus)
+        else:
+            _attach(address, connect_timeout)
 
 
 class _WithoutOptOutAdvice(logging.Filter):
@@ -61,6 +143,17 @@ class _WithoutOptOutAdvice(logging.Filter):
 
 
 logging.getLogger(patches.TOKEN_SETUP_LOGGER).addFilter(_WithoutOptOutAdvice())
+
+
+class _WithoutThreadNote(logging.Filter):
+    """ray.init in a thread other than the main one (start_in_background) warns that it set no
+    SIGTERM handler: on purpose, expgrid's own handling of SIGTERM stays (expgrid.interrupts)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("SIGTERM handler is not set because current thread")
+
+
+logging.getLogger(patches.WORKER_LOGGER).addFilter(_WithoutThreadNote())
 
 
 @contextlib.contextmanager
@@ -151,8 +244,25 @@ def node_resources() -> list[dict[str, float]]:
     ]
 
 
+def leave_without_waiting() -> None:
+    """Before a process ends with ``os._exit`` (``expgrid run``, once its results are complete
+    and its summary printed): the shutdown of a local Ray this process started is handed to a
+    process of its own (``local_ray.hand_over_shutdown``), so the user does not wait for it (1-2
+    s, and several more for the interpreter's own teardown of Ray, Tune and torch). A driver
+    attached to a cluster just goes; the cluster ends its job when the connection drops. A
+    local start still under way (a stop asked for in the first seconds) is waited for, so that
+    its record exists and the reaper finds what it started; an attach is not (nothing to end)."""
+    pending = _background
+    if pending is not None and pending.arguments[0] is None and not os.environ.get("RAY_ADDRESS"):
+        _finish_background_start()
+    if ray.is_initialized():
+        local_ray.hand_over_shutdown()
+
+
 def shutdown() -> None:
     if ray.is_initialized():
         ray.shutdown()
     local_ray.forget()  # the record of a local Ray this process started, if any
+    _parked.set()  # a thread parked by start_in_background may end now
+    _parked.clear()  # ...and one of a later start parks again
 

@@ -33,8 +33,10 @@ import contextlib
 import json
 import os
 import socket
+import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -259,3 +261,49 @@ def clean_up_orphans() -> list[int]:
         print(f"expgrid: stopped {len(stopped)} process(es) left running by the local Ray of an expgrid run "
               f"that died (pids {', '.join(map(str, stopped))})", file=sys.stderr)  # fmt: skip
     return stopped
+
+
+# ---------------------------------------------------------------------------------------------
+# Shutting down after the driver is gone
+
+
+def ours() -> bool:
+    """Whether this process started a local Ray that is recorded (and not yet shut down)."""
+    return (records_dir() / f"{os.getpid()}.json").is_file()
+
+
+def hand_over_shutdown() -> subprocess.Popen | None:
+    """Start the process that ends this driver's local Ray once the driver has exited, so that
+    the driver can exit at once (``expgrid run``, after its summary): a driver that exits
+    without ``ray.shutdown()`` takes the GCS and the raylet (and with them the workers) along,
+    but Ray's agents wait for about a minute; the reaper ends them as the next local start
+    would (:func:`clean_up_orphans`: the record, then every process carrying its marker) and
+    deletes the record. Started in a session of its own, so that a Ctrl-C at the shell does not
+    reach it, with nothing to print (its output goes nowhere)."""
+    if not ours():
+        return None
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p or "." for p in sys.path)}
+    for name in (OWNER_ENV, "RAY_ADDRESS", "RAY_GCS_SERVER_PORT"):
+        env.pop(name, None)  # (never set here after the start; kept off the reaper all the same)
+    return subprocess.Popen([sys.executable, "-m", "cluster.local_ray", "--reap-after", str(os.getpid())], env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, close_fds=True)  # fmt: skip
+
+
+def _reap_after(driver_pid: int, limit_s: float = 600.0) -> None:
+    """Wait for ``driver_pid`` to end (at most ``limit_s``), then clean up what it left."""
+    import psutil
+
+    try:
+        driver = psutil.Process(driver_pid)
+        driver.wait(timeout=limit_s)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        return  # still running: its own exit shuts its Ray down, or the next start cleans up
+    time.sleep(0.2)  # the kernel ends the GCS and the raylet with the driver; let that happen first
+    clean_up_orphans()
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--reap-after"]:
+    _reap_after(int(sys.argv[2]))

@@ -33,6 +33,9 @@ TESTED_RAY = ((2, 60),)  # major, minor of the Ray releases the patches were tes
 # The name of the Ray logger that advises switching token authentication off
 # (cluster/connect.py drops that one message). A logger name only: nothing is imported.
 TOKEN_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
+# The logger of ray.init's note that it set no SIGTERM handler in a thread other than the main
+# one (cluster/connect.py drops that one message when it starts Ray in the background).
+WORKER_LOGGER = "ray._private.worker"
 
 
 def tested(version: str) -> bool:

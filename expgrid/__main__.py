@@ -1,7 +1,5 @@
 """``python -m expgrid``: the same as the ``expgrid`` console script."""
 
-import sys
+from expgrid.cli import entry
 
-from expgrid.cli import main
-
-sys.exit(main())
+entry()

@@ -88,6 +88,7 @@ def _run_sections(study: Study, spec: TrainableSpec, options: RunOptions, result
     tracking.preflight(uri)  # an unreachable server stops the study here, before anything runs
     tracker = Tracker(uri, study.name, artifact_root=results / "mlartifacts")  # opens in the background
     reports.preload_in_background()
+    _start_ray_early(study, options, results, wanted)
     tracker.start_study(
         study.name,
         {"study_file": study.path, "trainable": study.trainable, "metric": study.metric, "mode": study.mode,
@@ -176,6 +177,22 @@ def _run_sections(study: Study, spec: TrainableSpec, options: RunOptions, result
         if interrupted is not None:  # what the caller shows of a stopped study
             interrupted.outcome = StudyOutcome(study, results, uri, outcomes, report.summary if report else None)
     return StudyOutcome(study, results, uri, outcomes, report.summary if report else None)
+
+
+def _start_ray_early(study: Study, options: RunOptions, results: Path, wanted: set[str]) -> None:
+    """Start Ray (or attach) in the background while MLflow opens, the first section is planned
+    and Tune is imported; the section's connect waits for it. Only when a wanted section has no
+    finished record, i.e. will most likely run (a rerun of a finished one starts Ray at its
+    connect). Called after the lock and the records' checks, so a refused run starts nothing."""
+    def finished(section_id: str) -> bool:
+        saved = records.read_section(results, section_id)
+        return bool(saved and saved.get("best") is not None)
+
+    if all(finished(s.id) for s in study.sections if s.id in wanted):
+        return
+    from cluster import connect
+
+    connect.start_in_background(options.address, options.num_cpus, options.num_gpus, options.connect_timeout)
 
 
 @contextlib.contextmanager

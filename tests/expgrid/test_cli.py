@@ -7,9 +7,11 @@ refusals of bad study files and options in depth in tests/reliability/test_bad_i
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -167,3 +169,61 @@ def test_ui_command_and_shipped_study_names(tmp_path, monkeypatch):
     assert resolve_study_path("digits_demo") == str(REPO / "search_spaces" / "digits_demo.yaml")
     (tmp_path / "digits_demo").write_text(STUDY)  # a file of that name here wins
     assert resolve_study_path("digits_demo") == "digits_demo"
+
+
+def test_run_exits_once_results_and_mlflow_are_complete_and_its_ray_is_ended_after(tmp_path):
+    """`expgrid run` leaves with os._exit right after its summary (no wait for Ray's shutdown):
+    by then study.json, the records, the report and the MLflow store are complete, and the local
+    Ray it started is ended by the process it handed that to (its record names the processes)."""
+    from mlflow import MlflowClient
+
+    sys.path.insert(0, str(REPO / "tests" / "reliability"))
+    from mlflow_checks import assert_store_matches
+
+    (tmp_path / "s.yaml").write_text(STUDY)
+    results, uri = tmp_path / "r", f"sqlite:///{tmp_path / 'm.db'}"
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_CACHE_HOME": str(cache)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("RAY_ADDRESS", None)
+    driver = subprocess.Popen([sys.executable, "-m", "expgrid", "run", "s.yaml", "--results", str(results),
+                               "--tracking-uri", uri, "--num-cpus", "2"], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    record = cache / "expgrid" / "ray" / f"{driver.pid}.json"
+    ray_processes: list[dict] = []
+    while driver.poll() is None and not ray_processes:  # the record, while the driver runs
+        try:
+            ray_processes = json.loads(record.read_text())["processes"]
+        except (OSError, ValueError, KeyError):
+            time.sleep(0.2)
+    out, err = driver.communicate(timeout=600)
+    assert driver.returncode == 0, out[-2000:] + err[-3000:]
+    assert "Best configuration per section" in out and "Results:" in out  # the summary, flushed
+    assert ray_processes, "the run recorded the local Ray it started"
+
+    # Everything is there the moment the process is gone.
+    study = json.loads((results / "study.json").read_text())
+    assert study["status"] == "FINISHED" and study["mlflow_run_id"], study
+    assert (results / "report" / "report.md").is_file()
+    for section, n in (("a", 3), ("b", 2)):
+        assert len(json.loads((results / "sections" / section / "trials.json").read_text())) == n
+    client = MlflowClient(uri)
+    assert client.get_run(study["mlflow_run_id"]).info.status == "FINISHED"
+    assert_store_matches(client, results, uri)
+
+    # ...and the Ray it started goes: the reaper ends what is left and deletes the record.
+    deadline = time.monotonic() + 120  # a hang guard, not a speed check
+    while time.monotonic() < deadline and (record.exists() or any(_alive(p) for p in ray_processes)):
+        time.sleep(0.5)
+    assert not record.exists()
+    assert not [p for p in ray_processes if _alive(p)]
+
+
+def _alive(identity: dict) -> bool:
+    import psutil
+
+    try:
+        p = psutil.Process(identity["pid"])
+        return p.create_time() == identity["started"] and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
