@@ -320,9 +320,15 @@ def test_the_real_command_prints_one_line_without_importing_ray(argv, content, s
     study = tmp_path / "study.yaml"
     study.write_bytes(content)
     places = {"study": str(study), "res": str(tmp_path / "res")}
-    code = ("import runpy, sys; sys.argv = ['expgrid', *sys.argv[1:]]\n"
+    # The command ends with os._exit (expgrid.cli.leave), which skips `finally`: the tripwire
+    # wraps it. An error argparse raises ends through SystemExit and the `finally`.
+    code = ("import os, runpy, sys; sys.argv = ['expgrid', *sys.argv[1:]]\n"
+            "def tell(): print('RAY_IMPORTED' if 'ray' in sys.modules else 'RAY_NOT_IMPORTED', flush=True)\n"
+            "real_exit = os._exit\n"
+            "def _exit(code):\n    tell(); real_exit(code)\n"
+            "os._exit = _exit\n"
             "try:\n    runpy.run_module('expgrid', run_name='__main__')\n"
-            "finally:\n    print('RAY_IMPORTED' if 'ray' in sys.modules else 'RAY_NOT_IMPORTED')\n")  # fmt: skip
+            "finally:\n    tell()\n")  # fmt: skip
     env = {k: v for k, v in __import__("os").environ.items() if k != "MLFLOW_TRACKING_URI"}
     proc = subprocess.run([sys.executable, "-c", code, *(a.format(**places) for a in argv)], cwd=tmp_path,
                           capture_output=True, text=True, timeout=180, env=env)  # fmt: skip
