@@ -63,10 +63,8 @@ class SectionLog:
         self._write("\n".join(lines) + "\n")
 
     def section_ended(self, best: TrialRecord | None, metric: str) -> None:
-        text = (
-            "none (every trial failed or diverged)"
-            if best is None
-            else (f"trial {best.index} " + ", ".join(f"{k}={json.dumps(v)}" for k, v in best.swept.items()))
+        text = "none (every trial failed or diverged)" if best is None else (
+            f"trial {best.index} " + ", ".join(f"{k}={json.dumps(v)}" for k, v in best.swept.items())
         )
         self._write(f"\nBest by {metric}: {text}\n")
 
