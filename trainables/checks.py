@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -29,3 +30,8 @@ def require_seed(config: Mapping[str, Any]) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError("seed", "an integer", seed)
     return seed
+
+
+def dataset_key(full_config: Mapping[str, Any]) -> str:
+    """Configs with equal keys share one loaded dataset: the whole ``dataset`` mapping decides."""
+    return json.dumps(full_config["dataset"], sort_keys=True, default=str)

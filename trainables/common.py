@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
-
-def dataset_key(full_config: Mapping[str, Any]) -> str:
-    """Configs with equal keys share one loaded dataset: the whole ``dataset`` mapping decides."""
-    return json.dumps(full_config["dataset"], sort_keys=True, default=str)
+from trainables.checks import dataset_key  # noqa: F401 - lives there, torch-free (expgrid validate)
 
 
 @contextlib.contextmanager

@@ -45,70 +45,12 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
 from torch import Tensor
 
-from expgrid.errors import ConfigError, UnknownNameError
+from trainables.classification.checks import check_augment, resolve_augment  # noqa: F401 - re-exported
+from trainables.classification.options import DEFAULT_STRENGTH, GEOMETRIC, LIMITS, PRESETS, TRANSFORMS  # noqa: F401
 
-GEOMETRIC = ("hflip", "translate", "rotate", "zoom")
-TRANSFORMS = (*GEOMETRIC, "erase")
-DEFAULT_STRENGTH: dict[str, float] = {"hflip": 0.5, "translate": 0.1, "rotate": 10.0, "zoom": 0.1, "erase": 0.5}
-# (lowest, highest, what the strength is) for checking a config.
-LIMITS: dict[str, tuple[float, float, str]] = {
-    "hflip": (0.0, 1.0, "a probability"),
-    "translate": (0.0, 0.5, "a maximum shift as a fraction of the image side"),
-    "rotate": (0.0, 180.0, "a maximum angle in degrees"),
-    "zoom": (0.0, 0.9, "a maximum scale deviation (0.1: scale in [0.9, 1.1])"),
-    "erase": (0.0, 1.0, "a probability"),
-}
-PRESETS: dict[str, dict[str, float]] = {
-    "none": {},
-    "moderate": {"hflip": 0.5, "translate": 0.1, "rotate": 10.0, "zoom": 0.1},
-    "aggressive": {"hflip": 0.5, "translate": 0.2, "rotate": 25.0, "zoom": 0.25, "erase": 0.5},
-}
 ERASE_AREA = (0.02, 0.4)  # fraction of the image area
 ERASE_ASPECT = (0.3, 1 / 0.3)  # height / width, drawn log-uniformly
 ERASE_FILL = 0.5  # mid-grey, in the [0, 1] pixel range
-
-FORMS = "a preset (none, moderate, aggressive) or a list of transforms, e.g. [hflip, {rotate: 15}]"
-
-
-def resolve_augment(value: Any) -> dict[str, float]:
-    """The transforms ``value`` names with their strengths, e.g. ``{"hflip": 0.5, "rotate": 15.0}``.
-
-    Raises ConfigError with the field ``augment`` (``augment[i]`` for a list item)."""
-    if value is None:
-        return {}
-    if isinstance(value, str):
-        if value in PRESETS:
-            return dict(PRESETS[value])
-        if value in TRANSFORMS:
-            return {value: DEFAULT_STRENGTH[value]}
-        raise UnknownNameError("augmentation preset or transform", value, [*PRESETS, *TRANSFORMS], "augment")
-    if not isinstance(value, (list, tuple)):
-        raise ConfigError("augment", FORMS, value)
-    out: dict[str, float] = {}
-    for i, item in enumerate(value):
-        field = f"augment[{i}]"
-        if isinstance(item, Mapping):
-            if len(item) != 1:
-                raise ConfigError(field, "a transform name or a one-key mapping name: strength", dict(item))
-            ((name, strength),) = item.items()
-        else:
-            name, strength = item, None
-        if not isinstance(name, str) or name not in TRANSFORMS:
-            raise UnknownNameError("augmentation transform", name, list(TRANSFORMS), field)
-        if name in out:
-            raise ConfigError(field, "each transform at most once", name)
-        if strength is None:
-            strength = DEFAULT_STRENGTH[name]
-        low, high, what = LIMITS[name]
-        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not low <= strength <= high:
-            raise ConfigError(f"{field}.{name}", f"{what} in [{low:g}, {high:g}]", strength)
-        out[name] = float(strength)
-    return out
-
-
-def check_augment(value: Any) -> None:
-    """Raise ConfigError (field ``augment``…) for a value :func:`build_augment` cannot build."""
-    resolve_augment(value)
 
 
 def build_augment(value: Any) -> Callable[[Tensor], Tensor] | None:

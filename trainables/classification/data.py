@@ -44,12 +44,11 @@ import numpy as np
 
 from expgrid.errors import ConfigError
 from expgrid.registry import Registry
-from trainables.classification.synthetic import (
+from trainables.classification.layouts import (  # noqa: F401 - CIFAR10_CLASSES: re-exported
     CIFAR10_CLASSES,
     CIFAR10_FOLDER,
     CIFAR10_TEST_FILE,
     CIFAR10_TRAIN_FILES,
-    synthetic_pool,
 )
 from trainables.classification.two_d import (
     POINT_DATASETS,
@@ -508,6 +507,8 @@ def synthetic(cfg: Mapping[str, Any]) -> Arrays:
     fixed by ``dataset.seed``."""
     _check_synthetic(cfg)
     n_train, n_val = int(cfg["train_size"]), int(cfg["val_size"])
+    from trainables.classification.synthetic import synthetic_pool  # torch: only when generating
+
     x, y = synthetic_pool(n_train + 2 * n_val, cfg["shape"], int(cfg["num_classes"]), int(cfg["seed"]))
     out: Arrays = {"num_classes": int(cfg["num_classes"])}
     bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, len(x))}

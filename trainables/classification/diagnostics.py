@@ -20,31 +20,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from expgrid.errors import ConfigError
+from trainables.classification.checks import check_diagnostics  # noqa: F401 - re-exported
+from trainables.classification.options import DIAGNOSTICS_DEFAULTS  # noqa: F401
 
-DIAGNOSTICS_DEFAULTS: dict[str, Any] = {
-    "grad_norms": False,  # per-layer mean gradient L2 norm per epoch → grad_norms.json
-    "confusion_matrix": True,  # validation confusion matrix → confusion_matrix.csv, per_class_accuracy.csv
-    "decision_boundary": True,  # 2-D inputs: predicted class over a grid → decision_boundary.png, .npz
-}
 ROOT_NAME = "(root)"  # the layer name of parameters held by the model module itself
-
-
-def check_diagnostics(cfg: Any) -> None:
-    """Reject a ``diagnostics`` config: a mapping of the known switches, each true or false."""
-    if not isinstance(cfg, Mapping):
-        raise ConfigError("diagnostics", f"a mapping of {' / '.join(DIAGNOSTICS_DEFAULTS)} to true or false", cfg)
-    for key, value in cfg.items():
-        if key not in DIAGNOSTICS_DEFAULTS:
-            raise ConfigError(f"diagnostics.{key}", f"one of {', '.join(DIAGNOSTICS_DEFAULTS)}", key)
-        if not isinstance(value, bool):
-            raise ConfigError(f"diagnostics.{key}", "true or false", value)
 
 
 def parameter_layers(model: nn.Module, params: Sequence[torch.Tensor]) -> list[tuple[str, list[torch.Tensor]]]:

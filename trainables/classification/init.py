@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from torch import nn
 
-INITS = ("default", "zeros", "kaiming", "xavier")
+from trainables.classification.options import INITS  # the scheme names, checked without torch
+
 INIT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # the modules a scheme re-initialises
 
 

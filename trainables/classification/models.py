@@ -43,28 +43,10 @@ from expgrid.errors import ConfigError
 from expgrid.registry import Registry
 from trainables import backbones
 from trainables.classification import cnn
+from trainables.classification.checks import check_model, hidden_widths, model_options  # noqa: F401 - check_model: re-exported
 from trainables.classification.cnn import Residual
-from trainables.classification.init import INITS, apply_init
-
-MODEL_DEFAULTS: dict[str, Any] = {
-    "name": "mlp",
-    # mlp: units per hidden layer, input side first; None: [128, 64] unless depth and width are set
-    "hidden": None,
-    "depth": None,  # mlp: number of hidden layers of `width` units (set both, instead of `hidden`)
-    "width": None,  # mlp: units per hidden layer with `depth`
-    "activation": None,  # mlp: hidden activation (an ACTIVATIONS name); None: relu
-    "residual": None,  # mlp: identity skip around hidden blocks of equal width; None: false
-    "channels": None,  # simple_cnn: output channels of each conv block; None: [32, 64, 128]
-    # BatchNorm (mlp: BatchNorm1d before each hidden activation; CNNs: after each conv);
-    # None: the model's default (mlp false, CNNs true); torchvision models have no such option
-    "batchnorm": None,
-    "dropout": 0.0,  # probability of zeroing a unit (mlp: hidden units; CNNs and torchvision: before the head)
-    "init": "default",  # default | zeros | kaiming | xavier (init.py)
-    "weights": None,  # pretrained weights for mode linear_probe / fine_tune (modes.py)
-}
-NOT_OPTIONS = ("name", "init", "weights")  # model config keys create_model handles itself
-BUILDER_ARGS = ("input_shape", "num_classes", "pretrained", "weights")  # builder parameters no config sets
-DEFAULT_HIDDEN = (128, 64)  # mlp's hidden widths when neither `hidden` nor depth/width is given
+from trainables.classification.init import apply_init
+from trainables.classification.options import INITS, MODEL_DEFAULTS  # noqa: F401 - MODEL_DEFAULTS: re-exported
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 ACTIVATIONS: Registry[Callable[[], nn.Module]] = Registry("activation")
@@ -85,20 +67,6 @@ ACTIVATIONS.register("gelu", nn.GELU)
 ACTIVATIONS.register("leaky_relu", nn.LeakyReLU)  # negative slope 0.01
 ACTIVATIONS.register("elu", nn.ELU)
 ACTIVATIONS.register("sine", Sine)
-
-
-def hidden_widths(hidden: Sequence[int] | None, depth: int | None, width: int | None) -> list[int]:
-    """mlp's hidden layer widths from ``hidden`` or ``depth`` × ``width`` (not both)."""
-    if depth is None and width is None:
-        return list(DEFAULT_HIDDEN if hidden is None else hidden)
-    if hidden is not None:
-        field = "model.depth" if depth is not None else "model.width"
-        raise ConfigError(field, "either model.hidden or model.depth with model.width, not both", hidden)
-    if depth is None:
-        raise ConfigError("model.width", "to come with model.depth (depth hidden layers of width units)", width)
-    if width is None:
-        raise ConfigError("model.depth", "to come with model.width (depth hidden layers of width units)", depth)
-    return [width] * depth
 
 
 @MODELS.register("mlp")
@@ -191,58 +159,6 @@ for _arch in backbones.ARCHITECTURES.names():
 def _takes_weights(builder: Callable[..., nn.Module]) -> bool:
     """Whether ``builder`` loads pretrained weights itself (the torchvision models)."""
     return "pretrained" in inspect.signature(builder).parameters
-
-
-def model_options(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The builder's keyword arguments: the model config without ``name``, ``init``, ``weights``
-    and unset (None) options."""
-    return {k: v for k, v in model_cfg.items() if k not in NOT_OPTIONS and v is not None}
-
-
-def _is_int(value: Any, minimum: int) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int) and value >= minimum
-
-
-def _int_list(value: Any, minimum_length: int) -> bool:
-    return isinstance(value, (list, tuple)) and len(value) >= minimum_length and all(_is_int(u, 1) for u in value)
-
-
-def check_model(model_cfg: Mapping[str, Any]) -> None:
-    """Reject a ``model`` config the builder cannot take (names, option names, value ranges).
-
-    Reads no file: whether ``weights`` exists depends on the mode (``modes.check_mode``)."""
-    builder = MODELS.get(model_cfg.get("name"), "model.name")
-    params = inspect.signature(builder).parameters
-    for key in model_options(model_cfg):
-        if key in BUILDER_ARGS or key not in params:
-            valid = [p for p in params if p not in BUILDER_ARGS] + ["init", "weights"]
-            raise ConfigError(
-                f"model.{key}", f"an option of model {model_cfg['name']!r}: one of {', '.join(valid)}", key
-            )
-    cfg = {k: v for k, v in model_cfg.items() if v is not None}
-    if "activation" in cfg:
-        ACTIVATIONS.get(cfg["activation"], "model.activation")
-    if "dropout" in cfg:
-        p = cfg["dropout"]
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
-            raise ConfigError("model.dropout", "a probability in [0, 1)", p)
-    if "hidden" in cfg and not _int_list(cfg["hidden"], 0):
-        raise ConfigError("model.hidden", "a list of layer widths (integers >= 1)", cfg["hidden"])
-    if "depth" in cfg and not _is_int(cfg["depth"], 0):
-        raise ConfigError("model.depth", "a number of hidden layers (an integer >= 0)", cfg["depth"])
-    if "width" in cfg and not _is_int(cfg["width"], 1):
-        raise ConfigError("model.width", "a number of units per hidden layer (an integer >= 1)", cfg["width"])
-    if builder is mlp:
-        hidden_widths(cfg.get("hidden"), cfg.get("depth"), cfg.get("width"))
-    if "channels" in cfg and not _int_list(cfg["channels"], 1):
-        raise ConfigError("model.channels", "a non-empty list of channel counts (integers >= 1)", cfg["channels"])
-    for key in ("batchnorm", "residual"):
-        if key in cfg and not isinstance(cfg[key], bool):
-            raise ConfigError(f"model.{key}", "true or false", cfg[key])
-    if "init" in cfg and cfg["init"] not in INITS:
-        raise ConfigError("model.init", f"an initialisation scheme: one of {', '.join(INITS)}", cfg["init"])
-    if "weights" in cfg and not isinstance(cfg["weights"], (str, Path)):
-        raise ConfigError("model.weights", 'a path to a weights file, or "random"', cfg["weights"])
 
 
 def head_of(model: nn.Module) -> nn.Linear:

@@ -26,47 +26,13 @@ initialised by ``model.init``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from expgrid.errors import ConfigError
-from trainables import backbones
-from trainables.classification.models import MODELS, create_model, head_of
-
-MODES = ("scratch", "linear_probe", "fine_tune")
-RANDOM_WEIGHTS = "random"  # model.weights value standing in for pretrained weights (no file read)
-
-
-def check_mode(mode: Any, model_cfg: Mapping[str, Any]) -> None:
-    """Reject an unknown ``mode``, or a pretrained mode without the weights it needs.
-
-    Runs before any trial starts, so it only checks that weight files exist (it does not read them)."""
-    if mode not in MODES:
-        raise ConfigError("mode", f"a training mode: one of {', '.join(MODES)}", mode)
-    if mode == "scratch":
-        return
-    weights = model_cfg.get("weights")
-    if weights == RANDOM_WEIGHTS:
-        return
-    name = model_cfg.get("name")
-    MODELS.get(name, "model.name")
-    if weights is not None and not isinstance(weights, (str, Path)):
-        raise ConfigError("model.weights", f'a path to a weights file, or "{RANDOM_WEIGHTS}"', weights)
-    if name in backbones.ARCHITECTURES:
-        # ConfigError naming model.weights when there is none
-        backbones.weights_file(name, weights, untrained=f'use mode: scratch (mode {mode} starts from pretrained weights)')
-        return
-    if weights is None:
-        raise ConfigError(
-            "model.weights",
-            f"for mode {mode}, a path to a torch.save'd state_dict of {name} to start from "
-            f'(or "{RANDOM_WEIGHTS}" to stand in for one)',
-            weights,
-        )
-    if not Path(weights).expanduser().is_file():
-        raise ConfigError("model.weights", f"an existing file of {name} weights (a torch.save'd state_dict)", weights)
+from trainables.classification.checks import check_mode  # noqa: F401 - re-exported
+from trainables.classification.models import create_model, head_of
+from trainables.classification.options import MODES, RANDOM_WEIGHTS  # noqa: F401
 
 
 def build_model(model_cfg: Mapping[str, Any], mode: str, input_shape: Sequence[int], num_classes: int) -> nn.Module:

@@ -18,23 +18,15 @@ zeroing the gradients is one ``zero_()``.
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from expgrid.errors import ConfigError
 from expgrid.registry import Registry
-
-OPTIMIZER_DEFAULTS: dict[str, Any] = {
-    "name": "adam",
-    "lr": 1e-3,  # learning rate (step size)
-    "weight_decay": 0.0,  # L2 coefficient (decoupled for adamw)
-    "momentum": 0.9,  # sgd only; 0: plain SGD
-    "nesterov": False,  # sgd only: Nesterov momentum (needs momentum > 0)
-}
+from trainables.classification.checks import check_optimizer  # noqa: F401 - re-exported
+from trainables.classification.options import OPTIMIZER_DEFAULTS
 
 # Device types whose fused optimizer kernels we use. On the CPU, too: for the benchmark's Adam
 # over one flat tensor of 110k parameters a fused step took 150 µs, a foreach one 317 µs, a
@@ -91,32 +83,6 @@ def amsgrad(params: list[torch.Tensor], cfg: Mapping[str, Any]) -> torch.optim.O
 @OPTIMIZERS.register("rmsprop")
 def rmsprop(params: list[torch.Tensor], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
     return _make(torch.optim.RMSprop, params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-
-
-def check_optimizer(opt_cfg: Mapping[str, Any]) -> None:
-    """Reject an ``optimizer`` config that cannot run (unknown name, out-of-range values)."""
-    cfg = {**OPTIMIZER_DEFAULTS, **opt_cfg}
-    OPTIMIZERS.get(cfg["name"], "optimizer.name")
-    rules = {
-        "lr": ("a learning rate > 0", lambda v: v > 0),
-        "weight_decay": ("a weight decay >= 0", lambda v: v >= 0),
-        "momentum": ("a momentum in [0, 1)", lambda v: 0 <= v < 1),
-    }
-    for key, (expected, ok) in rules.items():
-        value = cfg[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
-            raise ConfigError(f"optimizer.{key}", expected, value)
-    if not isinstance(cfg["nesterov"], bool):
-        raise ConfigError("optimizer.nesterov", "true or false", cfg["nesterov"])
-    if cfg["name"] == "sgd" and cfg["nesterov"] and cfg["momentum"] == 0:
-        raise ConfigError(
-            "optimizer.nesterov", "false when optimizer.momentum is 0 (Nesterov needs momentum > 0)", True
-        )
-    unknown = sorted(set(cfg) - set(OPTIMIZER_DEFAULTS))
-    if unknown:
-        raise ConfigError(
-            f"optimizer.{unknown[0]}", f"an optimizer option: one of {', '.join(OPTIMIZER_DEFAULTS)}", unknown[0]
-        )
 
 
 def create_optimizer(opt_cfg: Mapping[str, Any], params: Params) -> torch.optim.Optimizer:

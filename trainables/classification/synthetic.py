@@ -27,14 +27,12 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
 from PIL import Image
 
+from trainables.classification.layouts import CIFAR10_CLASSES, CIFAR10_FOLDER, CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES
+
 GRID = 4  # template resolution before upsampling (cells per side)
 NOISE_STD = 0.25  # Gaussian pixel noise, in units of the [0, 1] pixel range
 CONTRAST = (0.5, 1.0)  # per-sample factor on the template's deviation from mid-grey
 BRIGHTNESS = 0.1  # per-sample offset, uniform in ±this
-CIFAR10_FOLDER = "cifar-10-batches-py"
-CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
-CIFAR10_TEST_FILE = "test_batch"
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def templates(rng: np.random.Generator, num_classes: int, shape: Sequence[int]) -> np.ndarray:

@@ -68,10 +68,9 @@ for choosing it.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -79,80 +78,33 @@ import torch.nn.functional as F  # noqa: N812 - the conventional name
 from torch import nn
 
 import expgrid.reporter as reporter
-from expgrid.config import merge
-from expgrid.errors import ConfigError
-from trainables.checks import require_int, require_mappings, require_seed
-from trainables.classification.augment import build_augment, check_augment
+from trainables.classification.augment import build_augment
 from trainables.classification.batches import Batches, make_splits
 from trainables.classification.boundary import boundary_title, decision_boundary_files, takes_points
-from trainables.classification.data import DATASET_DEFAULTS, check_dataset, check_dataset_files, load_dataset
+from trainables.classification.checks import check_config, check_data, dataset_key  # noqa: F401 - the spec's hooks
+from trainables.classification.checks import full_config as _full
+from trainables.classification.data import load_dataset
 from trainables.classification.diagnostics import (
-    DIAGNOSTICS_DEFAULTS,
     GradNorms,
-    check_diagnostics,
     confusion_csv,
     confusion_matrix,
     grad_norms_json,
     per_class_accuracy_csv,
 )
-from trainables.classification.models import MODEL_DEFAULTS, check_model, count_parameters, first_linear
-from trainables.classification.modes import build_model, check_mode, set_train_mode, trainable_parameters
-from trainables.classification.optim import (
-    OPTIMIZER_DEFAULTS,
-    check_optimizer,
-    create_optimizer,
-    flat_parameters,
-    scaled_step,
+from trainables.classification.models import count_parameters, first_linear
+from trainables.classification.modes import build_model, set_train_mode, trainable_parameters
+from trainables.classification.optim import create_optimizer, flat_parameters, scaled_step
+
+# The spec's tables, here as before for callers of train (they live in options.py, without torch).
+from trainables.classification.options import (  # noqa: F401
+    AMP_VALUES,
+    CLASSIFY_DEFAULTS,
+    CLASSIFY_METRICS,
+    CLASSIFY_SMOKE,
 )
-from trainables.classification.schedules import SCHEDULER_DEFAULTS, check_scheduler, create_scheduler, step_scheduler
-from trainables.classification.two_d import check_point_inputs
-from trainables.common import dataset_key as _dataset_key
+from trainables.classification.schedules import create_scheduler, step_scheduler
 from trainables.common import to_cpu, torch_threads
 
-CLASSIFY_DEFAULTS: dict[str, Any] = {
-    "dataset": copy.deepcopy(DATASET_DEFAULTS),
-    "model": copy.deepcopy(MODEL_DEFAULTS),
-    "mode": "scratch",  # scratch | linear_probe | fine_tune (modes.py; pretrained: model.weights)
-    "optimizer": copy.deepcopy(OPTIMIZER_DEFAULTS),
-    "scheduler": copy.deepcopy(SCHEDULER_DEFAULTS),  # learning rate per epoch (schedules.py)
-    "batch_size": 32,  # samples per optimizer step
-    "epochs": 10,  # passes over the training set
-    "seed": 0,  # torch seed: initialisation, shuffling, dropout (the split has dataset.seed)
-    "threads": 1,  # torch intra-op CPU threads for this trial (match the trial's cpu resource)
-    "grad_clip": None,  # max L2 norm of the gradient (all trainable parameters together); null: none
-    "label_smoothing": 0.0,  # in [0, 1): weight of the uniform target in the training loss
-    "amp": False,  # CUDA mixed precision: true (bfloat16 if supported, else float16) | bfloat16 | float16
-    "augment": "none",  # training-batch augmentation (augment.py)
-    "diagnostics": copy.deepcopy(DIAGNOSTICS_DEFAULTS),  # artifact files (diagnostics.py)
-}
-CLASSIFY_METRICS = (
-    "epoch",
-    "train_loss",
-    "train_accuracy",
-    "val_loss",
-    "val_accuracy",
-    "val_top5_accuracy",
-    "val_error",
-    "val_top5_error",
-    "lr",
-    "seconds",
-    "ms_per_image",
-    "iterations",
-    "parameters",
-    "trainable_parameters",
-    "first_layer_weight_abs",
-    "first_layer_grad_abs",
-)
-# Overrides that make a trial tiny (`expgrid run STUDY --smoke`, CI): a few samples, one epoch,
-# no loader processes, and random weights standing in for pretrained ones (which cannot be
-# downloaded on a test machine). Swept parameters keep their values.
-CLASSIFY_SMOKE: dict[str, Any] = {
-    "dataset": {"train_size": 64, "val_size": 32, "loader_workers": 0},
-    "model": {"weights": "random"},
-    "epochs": 1,
-    "threads": 1,
-}
-AMP_VALUES = (False, True, "bfloat16", "float16")
 EVAL_CHUNK = 8192  # at most this many samples per forward pass when evaluating
 EVAL_ELEMENTS = 1 << 22  # ... and about this many input values (16 MB of float32) per pass
 TOP_K = 5  # val_top5_accuracy's k
@@ -160,54 +112,9 @@ LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
-def _full(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``config`` over the defaults (so direct calls may give only what differs)."""
-    return merge(CLASSIFY_DEFAULTS, config)
-
-
-def check_config(config: Mapping[str, Any]) -> None:
-    """Raise ConfigError (dotted field path) for a config ``classify`` cannot run.
-
-    Runs on the driver for every trial config before Ray starts, so it reads no data: names,
-    option names and value ranges, and (for weights files) only whether they exist. The
-    dataset's files are :func:`check_data`'s, which `expgrid show` does not run."""
-    cfg = _full(config)
-    require_mappings(cfg, ("dataset", "model", "optimizer", "scheduler"))
-    check_model(cfg["model"])
-    check_mode(cfg["mode"], cfg["model"])
-    check_optimizer(cfg["optimizer"])
-    check_scheduler(cfg["scheduler"])
-    check_dataset(cfg["dataset"])
-    require_int(cfg, "batch_size", 1)
-    require_int(cfg, "epochs", 1)
-    require_int(cfg, "threads", 1)
-    require_seed(cfg)
-    clip = cfg["grad_clip"]
-    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 < clip < math.inf):
-        raise ConfigError("grad_clip", "null or a maximum gradient norm > 0", clip)
-    smoothing = cfg["label_smoothing"]
-    if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0 <= smoothing < 1:
-        raise ConfigError("label_smoothing", "a number in [0, 1)", smoothing)
-    if not any(cfg["amp"] is v or (isinstance(v, str) and cfg["amp"] == v) for v in AMP_VALUES):
-        raise ConfigError("amp", "true, false, bfloat16 or float16", cfg["amp"])
-    check_augment(cfg["augment"])
-    check_diagnostics(cfg["diagnostics"])
-    check_point_inputs(cfg["dataset"], cfg["model"], cfg["augment"])
-
-
-def dataset_key(config: Mapping[str, Any]) -> Hashable:
-    """Configs with equal keys share one loaded dataset (the whole ``dataset`` mapping decides)."""
-    return _dataset_key(_full(config))
-
-
 def load_data(config: Mapping[str, Any]) -> dict[str, Any]:
     """The data of ``config["dataset"]`` (see ``data.py``); loaded once per study section."""
     return load_dataset(_full(config)["dataset"])
-
-
-def check_data(config: Mapping[str, Any]) -> None:
-    """The files ``config["dataset"]`` names, checked before a run (``data.check_dataset_files``)."""
-    check_dataset_files(_full(config)["dataset"])
 
 
 def amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:

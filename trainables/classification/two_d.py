@@ -22,7 +22,7 @@ Splits (``data.split_shuffled``, as for the other datasets): the pool is shuffle
 ``train_size + 2 × val_size`` (a test split as large as the validation split).
 
 Inputs have 2 features, so only ``model: mlp`` takes them (any activation, ``sine`` included),
-and image augmentations do not apply: :func:`check_point_inputs` says so before a run.
+and image augmentations do not apply: ``checks.check_point_inputs`` says so before a run.
 """
 
 from __future__ import annotations
@@ -79,24 +79,6 @@ def check_points(cfg: Mapping[str, Any]) -> None:
     ):
         raise ConfigError(
             "dataset.noise", f"a noise std >= 0, or null ({DEFAULT_NOISE[cfg['name']]} for {cfg['name']})", noise
-        )
-
-
-def check_point_inputs(dataset_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any], augment: Any) -> None:
-    """A point dataset needs a model that takes 2 features and no image augmentation."""
-    name = dataset_cfg.get("name")
-    if not is_point_dataset(name):
-        return
-    if model_cfg.get("name") not in POINT_MODELS:
-        raise ConfigError(
-            "model.name", f"{' or '.join(POINT_MODELS)} for dataset {name} (2-D points; the other models take images)",
-            model_cfg.get("name"),
-        )  # fmt: skip
-    from trainables.classification.augment import build_augment
-
-    if build_augment(augment) is not None:
-        raise ConfigError(
-            "augment", f"none for dataset {name} (image augmentations do not apply to 2-D points)", augment
         )
 
 

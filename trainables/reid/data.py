@@ -22,9 +22,7 @@ small studies at a small image size).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,69 +30,13 @@ import torch
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF  # noqa: N812 - torchvision's convention
 
-from expgrid.errors import ConfigError
 from expgrid.registry import Registry
 from trainables.datafiles import unreadable_image
-
-DATASET_DEFAULTS: dict[str, Any] = {
-    "name": "veri776",
-    "root": None,  # the folder holding image_train/, image_query/, image_test/
-    "height": 224,  # pixels: images are resized to height × width
-    "width": 224,
-    "preload_mb": 256,  # decode the whole dataset once on the driver when it fits in this many MB (0: never)
-}
-SPLITS = {"train": "image_train", "query": "image_query", "gallery": "image_test"}
-VERI_LAYOUT = (
-    "a folder in the VeRi-776 layout: <root>/image_train/ (training images), <root>/image_query/ (queries), "
-    "<root>/image_test/ (the gallery), each holding images named <vehicle id>_c<camera id>_<anything>.jpg, "
-    "e.g. 0002_c002_00030600_0.jpg"
-)
-MIN_SIDE = 16  # pixels: the smallest image side accepted (a ResNet reduces 32×)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-NAME_PATTERN = re.compile(r"^(-?\d+)_c(\d+)")
+from trainables.reid.checks import check_dataset, check_dataset_files, check_root, parse_name, read_split  # noqa: F401
+from trainables.reid.options import DATASET_DEFAULTS, IMAGE_SUFFIXES, MIN_SIDE, SPLITS, VERI_LAYOUT  # noqa: F401
 
 Index = dict[str, Any]
 DATASETS: Registry[Callable[[Mapping[str, Any]], Index]] = Registry("dataset")
-
-
-def parse_name(file_name: str) -> tuple[int, int]:
-    """(vehicle id, camera id) of a file name such as ``0002_c002_00030600_0.jpg``."""
-    match = NAME_PATTERN.match(file_name)
-    if match is None:
-        raise ValueError(
-            f"{file_name!r} does not start with <vehicle id>_c<camera id>_ (e.g. 0002_c002_00030600_0.jpg)"
-        )
-    return int(match.group(1)), int(match.group(2))
-
-
-def check_root(root: Any, field: str = "dataset.root") -> Path:
-    """The root as a Path when its three split folders exist (stat calls only)."""
-    if not isinstance(root, (str, Path)):
-        raise ConfigError(field, VERI_LAYOUT, root)
-    path = Path(root).expanduser()
-    missing = [folder for folder in SPLITS.values() if not (path / folder).is_dir()]
-    if missing:
-        raise ConfigError(field, f"{VERI_LAYOUT} (missing: {', '.join(missing)})", str(path))
-    return path
-
-
-def read_split(folder: Path, field: str = "dataset.root") -> dict[str, Any]:
-    """The images of one split folder, in file-name order: paths, ids and cameras."""
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    paths, pids, camids = [], [], []
-    for path in files:
-        try:
-            pid, camid = parse_name(path.name)
-        except ValueError as e:
-            raise ConfigError(field, f"{VERI_LAYOUT} ({e})", str(path)) from None
-        if pid == -1:
-            continue
-        paths.append(str(path))
-        pids.append(pid)
-        camids.append(camid)
-    if not paths:
-        raise ConfigError(field, f"{VERI_LAYOUT} ({folder.name}/ has no such images)", str(folder.parent))
-    return {"paths": paths, "pids": np.asarray(pids, dtype=np.int64), "camids": np.asarray(camids, dtype=np.int64)}
 
 
 @DATASETS.register("veri776")
@@ -166,32 +108,3 @@ class ImageSet(torch.utils.data.Dataset):
         else:
             image = read_image(self.paths[i])
         return self.transform(image), int(self.targets[i])
-
-
-def check_dataset(cfg: Mapping[str, Any]) -> None:
-    """Reject a ``dataset`` config whose values cannot load, looking at no file (``expgrid show``
-    runs it where the data is not; :func:`check_dataset_files` looks at the files)."""
-    cfg = {**DATASET_DEFAULTS, **cfg}
-    DATASETS.get(cfg["name"], "dataset.name")
-    for key in ("height", "width"):
-        value = cfg[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < MIN_SIDE:
-            raise ConfigError(f"dataset.{key}", f"an integer number of pixels >= {MIN_SIDE}", value)
-    mb = cfg["preload_mb"]
-    if isinstance(mb, bool) or not isinstance(mb, (int, float)) or mb < 0:
-        raise ConfigError("dataset.preload_mb", "a number of megabytes >= 0 (0: never preload)", mb)
-    if not isinstance(cfg["root"], (str, Path)):
-        raise ConfigError("dataset.root", VERI_LAYOUT, cfg["root"])
-
-
-def check_dataset_files(cfg: Mapping[str, Any]) -> None:
-    """Reject a ``dataset`` whose files are not a VeRi-776 layout the loader can read: the three
-    split folders, each with images named ``<id>_c<camera>_…`` (the loader's own listing), and
-    every image's header (``trainables.datafiles.check_image_headers``)."""
-    from trainables.datafiles import check_image_headers
-
-    cfg = {**DATASET_DEFAULTS, **cfg}
-    root = check_root(cfg["root"])
-    for folder in SPLITS.values():
-        split = read_split(root / folder)
-        check_image_headers(split["paths"], "dataset.root", "VeRi-776 image files")

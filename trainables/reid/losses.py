@@ -16,20 +16,11 @@ batch has no negative and is left out of the mean (0 when there is none at all).
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F  # noqa: N812 - the conventional name
 
-LOSS_DEFAULTS: dict[str, Any] = {
-    "xent_weight": 1.0,  # λ_xent: weight of the cross-entropy (identity classification) loss
-    "htri_weight": 1.0,  # λ_htri: weight of the batch-hard triplet loss
-    "margin": 0.3,  # triplet margin, in embedding (Euclidean distance) units
-    # ε of the cross-entropy: 0 as the coursework's train.sh (no --label-smooth); 0.1 is
-    # torchreid's label smoothing (its --label-smooth).
-    "label_smoothing": 0.0,
-}
+from trainables.reid.options import LOSS_DEFAULTS  # noqa: F401 - re-exported
 
 
 def pairwise_distances(x: torch.Tensor) -> torch.Tensor:

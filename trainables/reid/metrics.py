@@ -26,7 +26,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-RANKS = (1, 5, 10, 20)
+from trainables.reid.options import RANKS  # the CMC ranks reported
+
 DEFAULT_BLOCK = 256  # queries per block
 
 

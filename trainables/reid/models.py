@@ -32,15 +32,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from expgrid.errors import ConfigError
 from expgrid.registry import Registry
-from trainables.backbones import Backbone, create_backbone, weights_file
+from trainables.backbones import Backbone, create_backbone
+from trainables.reid.checks import architecture, check_model  # noqa: F401 - re-exported
+from trainables.reid.options import MODEL_DEFAULTS, PLAIN_MODELS, RESNETS
 
-MODEL_DEFAULTS: dict[str, Any] = {
-    "name": "resnet50_fc512",
-    "pretrained": True,  # start from ImageNet weights (a local file; never downloaded)
-    "weights": None,  # path of those weights; None: torchvision's cache file for the architecture
-}
 EMBEDDING_DIM = 512  # width of the *_fc512 embedding
 
 MODELS: Registry[Callable[..., ReIDModel]] = Registry("model")
@@ -101,7 +97,6 @@ def set_last_stride_1(backbone: Backbone) -> None:
 # Architectures whose whole ImageNet `classifier` Sequential the coursework replaces by Identity
 # (its TorchVisionModel), not only the last Linear.
 WHOLE_CLASSIFIER = ("mobilenet_v3_small", "vgg16")
-RESNETS = ("resnet18", "resnet34", "resnet50")
 
 
 def drop_classifier(backbone: Backbone) -> None:
@@ -137,29 +132,10 @@ def _fc512(arch: str) -> Callable[..., ReIDModel]:
     return build
 
 
-for _arch in ("mobilenet_v3_small", "vgg16", "resnet18", "resnet34", "resnet50", "vit_b_16"):
+for _arch in PLAIN_MODELS:
     MODELS.register(_arch, _plain(_arch))
 for _arch in RESNETS:
     MODELS.register(f"{_arch}_fc512", _fc512(_arch))
-
-
-def architecture(name: str) -> str:
-    """The torchvision architecture under model ``name`` (whose ImageNet weights it loads)."""
-    return name.removesuffix("_fc512")
-
-
-def check_model(model_cfg: Mapping[str, Any]) -> None:
-    """Reject a ``model`` config that cannot build; reads nothing but whether a weights file exists."""
-    name = model_cfg.get("name")
-    MODELS.get(name, "model.name")
-    pretrained = model_cfg.get("pretrained", MODEL_DEFAULTS["pretrained"])
-    if not isinstance(pretrained, bool):
-        raise ConfigError("model.pretrained", "true or false", pretrained)
-    weights = model_cfg.get("weights")
-    if weights is not None and not isinstance(weights, str):
-        raise ConfigError("model.weights", "a file path (or null for torchvision's cache)", weights)
-    if pretrained:
-        weights_file(architecture(name), weights)
 
 
 def create_model(model_cfg: Mapping[str, Any], num_classes: int, input_size: Sequence[int]) -> ReIDModel:

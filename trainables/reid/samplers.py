@@ -26,11 +26,7 @@ import numpy as np
 import torch
 
 from expgrid.registry import Registry
-
-SAMPLER_DEFAULTS = {
-    "name": "random",
-    "instances": 4,  # K: images per identity in a batch (identity sampler only)
-}
+from trainables.reid.options import SAMPLER_DEFAULTS  # noqa: F401 - re-exported
 
 Sampler = Callable[[np.ndarray, torch.Generator, int, int], list[int]]
 SAMPLERS: Registry[Sampler] = Registry("sampler")

@@ -53,10 +53,9 @@ Device: CUDA when the process sees a GPU, else the CPU. Images are read by a Dat
 
 from __future__ import annotations
 
-import copy
 import os
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -65,138 +64,25 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 import expgrid.reporter as reporter
-from expgrid.config import merge
-from expgrid.errors import ConfigError
 from expgrid.stopping import TrialRules
-from trainables.checks import require_int, require_mappings, require_seed
-from trainables.common import dataset_key as _dataset_key
 from trainables.common import to_cpu, torch_threads
-from trainables.reid.data import DATASET_DEFAULTS, ImageSet, check_dataset, check_dataset_files, load_index
-from trainables.reid.losses import LOSS_DEFAULTS, batch_hard_triplet, cross_entropy, gather_batch
-from trainables.reid.metrics import RANKS, evaluate
-from trainables.reid.models import MODEL_DEFAULTS, check_model, create_model
-from trainables.reid.optim import (
-    OPTIMIZER_DEFAULTS,
-    SCHEDULE_DEFAULTS,
-    check_optimizer,
-    check_schedule,
-    create_optimizer,
-    create_schedule,
-)
-from trainables.reid.samplers import SAMPLER_DEFAULTS, SAMPLERS, epoch_generator, rank_batches
-from trainables.reid.transforms import DEFAULT_AUGMENTATIONS, check_augmentations, eval_transform, train_transform
+from trainables.reid.checks import check_config, check_data, dataset_key  # noqa: F401 - the spec's hooks
+from trainables.reid.checks import full_config as _full
+from trainables.reid.data import ImageSet, load_index
+from trainables.reid.losses import batch_hard_triplet, cross_entropy, gather_batch
+from trainables.reid.metrics import evaluate
+from trainables.reid.models import create_model
+from trainables.reid.optim import create_optimizer, create_schedule
 
-# The coursework's train.sh: 224×224, AMSGrad lr 3e-4, weight decay 5e-4, 10 epochs, batch 64 / 100,
-# multi-step schedule at epochs 20 and 40 (so unused in 10 epochs), seed 1.
-REID_DEFAULTS: dict[str, Any] = {
-    "dataset": copy.deepcopy(DATASET_DEFAULTS),
-    "model": copy.deepcopy(MODEL_DEFAULTS),
-    "optimizer": copy.deepcopy(OPTIMIZER_DEFAULTS),
-    "lr_schedule": copy.deepcopy(SCHEDULE_DEFAULTS),
-    "loss": copy.deepcopy(LOSS_DEFAULTS),
-    "sampler": copy.deepcopy(SAMPLER_DEFAULTS),
-    "augmentations": list(DEFAULT_AUGMENTATIONS),  # names, see transforms.py; [] for none
-    "epochs": 10,
-    "train_batch": 64,  # images per optimizer step, over all workers together
-    "test_batch": 100,  # images per forward pass when extracting query / gallery features
-    "eval_freq": 0,  # also evaluate every this many epochs; 0: only where needed (see evaluation_due)
-    "seed": 1,
-    "loader_workers": 2,  # DataLoader processes per rank reading and augmenting images (0: none)
-    "threads": 0,  # torch intra-op CPU threads per rank; 0: leave as is (Ray sets it from the trial's CPUs)
-    "workers": 1,  # data-parallel ranks (processes) per trial
-    "sync_bn": False,  # with workers > 1: BatchNorm statistics over the global batch (GPUs only)
-    "gpu_per_worker": 0,  # GPUs each rank reserves when workers > 1 (set 1 on a GPU cluster)
-}
-REID_METRICS = ("epoch", "loss_xent", "loss_htri", "train_accuracy", "seconds", "mAP") + tuple(
-    f"rank{k}" for k in RANKS
-)
-# Overrides that make a trial tiny (CI smoke runs: `expgrid run reid_veri776 --smoke`), on a
-# dataset such as synthetic.write_fake_veri's.
-REID_SMOKE: dict[str, Any] = {
-    "dataset": {"height": 32, "width": 32},
-    "model": {"pretrained": False},
-    "epochs": 1,
-    "train_batch": 16,
-    "test_batch": 32,
-    "eval_freq": 1,
-    "loader_workers": 0,
-    "gpu_per_worker": 0,  # smoke runs are for CPU machines too (CI)
-}
-
-
-def _full(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``config`` over the defaults (so direct calls may give only what differs)."""
-    return merge(REID_DEFAULTS, config)
-
-
-def _check_loss(cfg: Mapping[str, Any]) -> None:
-    cfg = {**LOSS_DEFAULTS, **cfg}
-    for key in ("xent_weight", "htri_weight", "margin"):
-        value = cfg[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ConfigError(f"loss.{key}", "a number >= 0", value)
-    if cfg["xent_weight"] == 0 and cfg["htri_weight"] == 0:
-        raise ConfigError("loss.htri_weight", "a weight > 0 when loss.xent_weight is 0 (something to train)", 0)
-    eps = cfg["label_smoothing"]
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < 1:
-        raise ConfigError("loss.label_smoothing", "a number in [0, 1)", eps)
-
-
-def check_config(config: Mapping[str, Any]) -> None:
-    """Raise ConfigError (dotted field path) for a config ``reid`` cannot run.
-
-    Runs on the driver for every trial config before Ray starts: names (with the valid ones and
-    close matches), value ranges, and whether weights files exist. The dataset's files are
-    :func:`check_data`'s, which `expgrid show` does not run."""
-    cfg = _full(config)
-    require_mappings(cfg, ("dataset", "model", "optimizer", "lr_schedule", "loss", "sampler"))
-    check_model(cfg["model"])
-    check_optimizer(cfg["optimizer"])
-    check_schedule(cfg["lr_schedule"])
-    _check_loss(cfg["loss"])
-    SAMPLERS.get(cfg["sampler"]["name"], "sampler.name")
-    check_augmentations(cfg["augmentations"])
-    if not isinstance(cfg["sync_bn"], bool):
-        raise ConfigError("sync_bn", "true or false", cfg["sync_bn"])
-    for key, minimum in (
-        ("epochs", 1),
-        ("test_batch", 1),
-        ("eval_freq", 0),
-        ("loader_workers", 0),
-        ("threads", 0),
-        ("workers", 1),
-    ):
-        require_int(cfg, key, minimum)
-    require_seed(cfg)
-    gpus = cfg["gpu_per_worker"]
-    if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or gpus < 0:
-        raise ConfigError("gpu_per_worker", "a number of GPUs >= 0", gpus)
-    # Each rank's share of a batch must be whole, hold 2+ images (BatchNorm in training mode),
-    # and for the identity sampler whole K-image groups.
-    workers, batch = cfg["workers"], require_int(cfg, "train_batch", 2)
-    group = cfg["sampler"].get("instances", SAMPLER_DEFAULTS["instances"])
-    if isinstance(group, bool) or not isinstance(group, int) or group < 1:
-        raise ConfigError("sampler.instances", "an integer >= 1 (images per identity in a batch)", group)
-    per_rank = workers * (group if cfg["sampler"]["name"] == "identity" else 1)
-    if batch % per_rank or batch // workers < 2:
-        what = f"{workers} workers × sampler.instances {group}" if per_rank != workers else f"{workers} workers"
-        raise ConfigError("train_batch", f"a multiple of {what}, at least 2 images per worker", batch)
-    check_dataset(cfg["dataset"])
-
-
-def dataset_key(config: Mapping[str, Any]) -> Hashable:
-    """Configs with equal keys share one loaded index (root, image size, preload limit)."""
-    return _dataset_key(_full(config))
+# The spec's tables, here as before for callers of train (they live in options.py, without torch).
+from trainables.reid.options import RANKS, REID_DEFAULTS, REID_METRICS, REID_SMOKE  # noqa: F401
+from trainables.reid.samplers import SAMPLERS, epoch_generator, rank_batches
+from trainables.reid.transforms import eval_transform, train_transform
 
 
 def load_data(config: Mapping[str, Any]) -> dict[str, Any]:
     """The index of ``config["dataset"]`` (see ``data.py``); loaded once per study section."""
     return load_index(_full(config)["dataset"])
-
-
-def check_data(config: Mapping[str, Any]) -> None:
-    """The files ``config["dataset"]`` names, checked before a run (``data.check_dataset_files``)."""
-    check_dataset_files(_full(config)["dataset"])
 
 
 def reid(config: dict[str, Any], data: Mapping[str, Any]) -> None:

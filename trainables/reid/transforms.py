@@ -43,8 +43,9 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF  # noqa: N812 - torchvision's convention
 
-from expgrid.errors import ConfigError
 from expgrid.registry import Registry
+from trainables.reid.checks import check_augmentations
+from trainables.reid.options import DEFAULT_AUGMENTATIONS  # noqa: F401 - re-exported
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -67,7 +68,6 @@ COURSEWORK_EIGVEC = (
 # The coursework's RandomErasing fill (CIFAR-10's mean colour in [0, 1]), written into the
 # normalised image as it is: these are normalised-unit values, not a colour.
 COURSEWORK_ERASE_FILL = (0.4914, 0.4822, 0.4465)
-DEFAULT_AUGMENTATIONS = ["random2dtranslation", "hflip"]  # the coursework's default
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 # Where an augmentation runs (see the module docstring): the order of these stages is fixed.
@@ -207,15 +207,6 @@ AUGMENTATIONS.register(
         NORMALISED, lambda h, w: v2.RandomErasing(p=0.5, scale=(0.02, 0.4), ratio=(0.3, 3.33), value=0), order=1
     ),
 )
-
-
-def check_augmentations(names: object, field: str = "augmentations") -> list[str]:
-    """The names as a list; ConfigError (with the index in the field) for anything unknown."""
-    if not isinstance(names, (list, tuple)):
-        raise ConfigError(field, f"a list of augmentation names (e.g. {DEFAULT_AUGMENTATIONS})", names)
-    for i, name in enumerate(names):
-        AUGMENTATIONS.get(name, f"{field}[{i}]")
-    return list(names)
 
 
 class Compose:
