@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from expgrid.records import DIVERGED, FAILED, RUNNING, TrialRecord, best_trial
+from expgrid.study_types import Selection
 
 
 class Tally:
@@ -43,7 +44,7 @@ class BestSoFar:
     the current best itself lost ground (it ran again, or ended again with other rows): rare.
     ``trials``: every trial of the section (the same objects the events change)."""
 
-    def __init__(self, trials: Iterable[TrialRecord], metric: str, mode: str, select: str):
+    def __init__(self, trials: Iterable[TrialRecord], metric: str, mode: str, select: Selection):
         self._trials = trials
         self.metric, self.mode, self.select = metric, mode, select
         self._sign = 1.0 if mode == "max" else -1.0
