@@ -35,6 +35,7 @@ from expgrid.errors import (
 )
 from expgrid.interrupts import Interrupted
 from expgrid.locking import ResultsBusy
+from expgrid.tracking.ui import ui_command, ui_url
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -382,13 +383,7 @@ def _print_end(outcome) -> None:
     print(f"\nResults: {outcome.results_dir}")
     if outcome.summary is not None:
         print(f"Report:  {outcome.results_dir / 'report' / 'report.md'} (tables, plots; `expgrid report` rebuilds it)")
-    print(f"Open the MLflow UI:  {ui_command(outcome.tracking_uri)}   then browse http://127.0.0.1:5000")
-
-
-def ui_command(tracking_uri: str) -> str:
-    if tracking_uri.startswith(("http://", "https://")):
-        return f"(tracking server) {tracking_uri}"
-    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
+    print(f"Open the MLflow UI:  {ui_command(outcome.tracking_uri)}   then browse {ui_url(outcome.tracking_uri)}")
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from expgrid.cli import main, resolve_study_path, tracking_uri_problem, ui_command
+from expgrid.cli import main, resolve_study_path, tracking_uri_problem
+from expgrid.tracking.ui import ui_command
 from expgrid.trainable_lookup import register_trainable
 
 REPO = Path(__file__).resolve().parents[2]
