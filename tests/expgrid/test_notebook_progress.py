@@ -4,7 +4,8 @@ trial; what Ray, Tune, MLflow and the libraries print stays out of the cell (in
 ``<results>/ray.log``); expgrid's own lines (the study's first line, its warnings, each section's
 best) stay visible; what a trial prints is kept in Ray's worker logs.
 
-One kernel, one small study (toy objective, 3 + 2 trials of 2 epochs) on a local Ray of 2 CPUs.
+One kernel, one small study (toy objective, 3 + 2 trials of 2 epochs) run twice on a local Ray of
+2 CPUs: the first run imports and starts Ray, the second finds it running.
 """
 
 from __future__ import annotations
@@ -58,17 +59,22 @@ sections:
     grid: {x: [1, 3]}
 """
 
+# The first run imports Ray (in a fresh kernel), the second finds it imported and running.
 RUN_CELL = """\
 import expgrid
-outcome = expgrid.run_study("study.yaml", results_dir="results", num_cpus=2)
+outcome = expgrid.run_study("study.yaml", results_dir="{results}", num_cpus=2)
 """
 
-# After the run: where the trials' own output went (the worker logs of this kernel's local Ray,
-# whose session folder expgrid records), then Ray is shut down before the kernel ends.
+# After the runs: Ray's logging given back to Ray; where the trials' own output went (the worker
+# logs of this kernel's local Ray, whose session folder expgrid records); Ray shut down.
 AFTER_CELL = """\
-import json, os
+import json, logging, os, warnings
 from pathlib import Path
 from cluster import connect, local_ray
+handlers = logging.getLogger("ray").handlers
+print("RAY-LOGGING", json.dumps({"handlers": len(handlers), "to_files": sum(isinstance(h, logging.FileHandler) for h in handlers),
+      "import_notes_propagate": logging.getLogger("ray.widgets.util").propagate,
+      "showwarning": warnings.showwarning.__module__}))
 session = Path(json.loads((local_ray.records_dir() / f"{os.getpid()}.json").read_text())["session_dir"])
 found = {}
 for log in sorted((session / "logs").glob("worker-*")):
@@ -109,7 +115,9 @@ def test_a_notebook_cell_shows_one_updating_display_per_section_and_none_of_the_
     (tmp_path / "chatty.py").write_text(CHATTY.format(token=token))
     (tmp_path / "study.yaml").write_text(STUDY)
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(RUN_CELL), nbformat.v4.new_code_cell(AFTER_CELL)]
+    nb.cells = [nbformat.v4.new_code_cell(RUN_CELL.format(results="results")),
+                nbformat.v4.new_code_cell(RUN_CELL.format(results="results2")),
+                nbformat.v4.new_code_cell(AFTER_CELL)]  # fmt: skip
     # The kernel as Jupyter starts one: this worktree's packages (and chatty.py) importable, and
     # without pytest's marker, which would keep ipykernel from forwarding what is written to the
     # process's file descriptors (C++ logs, child processes) to the cell.
@@ -118,10 +126,30 @@ def test_a_notebook_cell_shows_one_updating_display_per_section_and_none_of_the_
     client = RecordingClient(nb, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(tmp_path)}})
     client.execute(env=env)
 
-    run_outputs = nb.cells[0].outputs
-    displays = [o for o in run_outputs if o.output_type == "display_data"]
-    streams = "".join(o.text for o in run_outputs if o.output_type == "stream")
-    assert [o.output_type for o in run_outputs if o.output_type not in ("display_data", "stream")] == []
+    for cell in (0, 1):
+        _check_run_cell(nb.cells[cell].outputs, [(kind, c) for i, kind, c in client.messages if i == cell], token)
+    # Ray's lines went to the results: in a kernel without ipywidgets, Ray's notes on it as Ray
+    # was imported (by the first run); Tune's lines in both.
+    ray_log = (tmp_path / "results" / "ray.log").read_text()
+    assert "ray.tune" in ray_log and "ray.tune" in (tmp_path / "results2" / "ray.log").read_text()
+    if importlib.util.find_spec("ipywidgets") is None:
+        assert "Missing packages: ['ipywidgets']" in ray_log
+
+    after = "".join(o.get("text", "") for o in nb.cells[2].outputs)
+    # After a run Ray's logging is Ray's again: its console handler back, no file of a run.
+    logging_state = json.loads(after.split("RAY-LOGGING", 1)[1].splitlines()[0])
+    assert logging_state["handlers"] >= 1 and logging_state["to_files"] == 0, after
+    assert logging_state["import_notes_propagate"] is True and logging_state["showwarning"] == "warnings", after
+    # What the trials printed, logged and warned is in Ray's worker logs: stdout in .out, the rest in .err.
+    found = json.loads(after.split("TRIAL-OUTPUT-FOUND", 1)[1])
+    assert found == {"STDOUT": [".out"], "STDERR": [".err"], "LOG": [".err"], "WARNING": [".err"]}, after
+
+
+def _check_run_cell(outputs, sent, token):
+    """One run's cell: its outputs as the executed notebook holds them, and the messages sent."""
+    displays = [o for o in outputs if o.output_type == "display_data"]
+    streams = "".join(o.text for o in outputs if o.output_type == "stream")
+    assert [o.output_type for o in outputs if o.output_type not in ("display_data", "stream")] == []
 
     # One display per section, its last state: every trial done, with the HTML bar full.
     assert len(displays) == 2, [o.data.get("text/plain") for o in displays]
@@ -133,7 +161,6 @@ def test_a_notebook_cell_shows_one_updating_display_per_section_and_none_of_the_
         assert f'aria-valuenow="{total}"' in page and "width:100.0%" in page and f"{total}/{total} done" in page
 
     # Each display was updated in place (by its id), and nothing cleared the cell.
-    sent = [(kind, content) for cell, kind, content in client.messages if cell == 0]
     shown = [c["transient"]["display_id"] for kind, c in sent if kind == "display_data"]
     updates = [c["transient"]["display_id"] for kind, c in sent if kind == "update_display_data"]
     assert len(shown) == 2 and len(set(shown)) == 2
@@ -156,14 +183,3 @@ def test_a_notebook_cell_shows_one_updating_display_per_section_and_none_of_the_
     assert not FOREIGN.search(everything), FOREIGN.findall(everything)
     every_message_text = json.dumps([content for _, content in sent], ensure_ascii=False)
     assert token not in every_message_text and "pid=" not in every_message_text
-
-    # Ray's lines went to the results: in a kernel without ipywidgets, Ray's import notes on it.
-    ray_log = (tmp_path / "results" / "ray.log").read_text()
-    assert "ray.tune" in ray_log
-    if importlib.util.find_spec("ipywidgets") is None:
-        assert "Missing packages: ['ipywidgets']" in ray_log
-
-    # What the trials printed, logged and warned is in Ray's worker logs: stdout in .out, the rest in .err.
-    after = "".join(o.get("text", "") for o in nb.cells[1].outputs)
-    found = json.loads(after.split("TRIAL-OUTPUT-FOUND", 1)[1])
-    assert found == {"STDOUT": [".out"], "STDERR": [".err"], "LOG": [".err"], "WARNING": [".err"]}, after
