@@ -25,6 +25,11 @@ from cluster import attach, local_ray
 import ray
 
 from cluster import patches
+from expgrid import logfiles
+
+# A notebook run that imported Ray just now (a kernel's first) routes Ray's log lines to its
+# results from here on, before Ray starts (expgrid.logfiles.notebook_logs_to).
+logfiles.ray_imported()
 
 
 def connect(

@@ -43,6 +43,19 @@ logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERRO
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 
 
+class _NoReports(tune.ProgressReporter):
+    """Tune's progress reports, none: expgrid shows its own progress. Without one given, Tune
+    picks its notebook reporter in a Jupyter kernel, whatever ``verbose``, and that one clears
+    the cell's output at every section's start (the study's first lines, earlier sections'
+    results and warnings) and leaves an empty display behind."""
+
+    def should_report(self, trials: list[Any], done: bool = False) -> bool:
+        return False
+
+    def report(self, trials: list[Any], done: bool, *sys_info: str) -> None:
+        pass
+
+
 class TrialEvents(Protocol):
     """What the driver hears about each trial (keyed by the trial's index in the section)."""
 
@@ -375,6 +388,7 @@ def run_section(section: TuneSection, events: TrialEvents) -> float:
             name=section.name,
             storage_path=section.storage_path,
             verbose=0,
+            progress_reporter=_NoReports(),
             callbacks=[_EventBridge(events, scheduler)],
             failure_config=tune.FailureConfig(max_failures=section.max_failures),
             # The latest checkpoint is always kept (for retries); with a score, the best one too.

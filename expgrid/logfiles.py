@@ -9,7 +9,10 @@ goes in it is the trainable's: its spec's ``section_log`` hook (reid's:
 ``trainables.reid.section_log``). A trainable without the hook leaves no section log.
 
 ``<results>/ray.log`` gets Ray Tune's and Ray Train's own log lines during a run
-(:func:`tune_logs_to`).
+(:func:`tune_logs_to`); in a Jupyter kernel also the rest of Ray's driver-side log lines and the
+Python warnings libraries raise in the driver (:func:`notebook_logs_to`), which would otherwise
+land in the notebook cell. What a trial prints goes to Ray's worker logs, as anywhere
+(``log_to_driver=False``, cluster/connect.py).
 """
 
 from __future__ import annotations
@@ -17,10 +20,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from expgrid import jupyter
 from expgrid.records import TrialRecord
 from expgrid.trainable_spec import TrainableSpec
 
@@ -113,4 +119,89 @@ def tune_logs_to(path: Path) -> Iterator[None]:
             logger.removeHandler(handler)
             logger.propagate = propagate
             logger.setLevel(level)
+        handler.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# In a Jupyter kernel: Ray's other lines and the libraries' warnings, kept out of the cell
+
+# Logs, while `import ray` runs in a notebook, that installing ipywidgets would give Ray's objects
+# a richer display (twice, at INFO): before any code of ours could take Ray's console handler off.
+RAY_IMPORT_NOTES = "ray.widgets.util"
+
+
+class _NotebookRoute:
+    """One run's routing: Ray's ``ray`` logger writes to stderr through its own console handler
+    (put there when ``ray`` is imported), and a kernel's stderr is the cell. While the run lasts
+    that handler is set aside and the file's put in its place; warnings shown by the driver's
+    libraries (``warnings.showwarning``) go to the file as well."""
+
+    def __init__(self, handler: logging.Handler):
+        self.handler = handler
+        self.set_aside: list[logging.Handler] = []
+        self.taken = False
+
+    def take_ray_logger(self) -> None:
+        if self.taken or "ray" not in sys.modules:
+            return
+        self.taken = True
+        logger = logging.getLogger("ray")
+        self.set_aside = [h for h in logger.handlers if not isinstance(h, logging.FileHandler)]
+        for handler in self.set_aside:
+            logger.removeHandler(handler)
+        logger.addHandler(self.handler)
+
+    def give_back_ray_logger(self) -> None:
+        if not self.taken:
+            return
+        logger = logging.getLogger("ray")
+        logger.removeHandler(self.handler)
+        for handler in self.set_aside:
+            if handler not in logger.handlers:
+                logger.addHandler(handler)
+
+    def show_warning(self, message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - warnings' signature
+        text = warnings.formatwarning(message, category, filename, lineno, line).rstrip()
+        self.handler.handle(logging.LogRecord("py.warnings", logging.WARNING, filename, lineno, text, None, None))
+
+
+_routes: list[_NotebookRoute] = []  # the runs of this process under way (one, in practice)
+
+
+def ray_imported() -> None:
+    """Called once ``ray`` is imported (cluster/connect.py): a run that began before (a
+    kernel's first) takes Ray's console handler from here on, before Ray starts."""
+    for route in _routes:
+        route.take_ray_logger()
+
+
+@contextlib.contextmanager
+def notebook_logs_to(path: Path) -> Iterator[None]:
+    """In a Jupyter kernel, for the run: Ray's log lines (all of its ``ray`` logger, Tune and
+    Train included) and the warnings the driver's libraries show go to ``path``, not to the
+    cell; expgrid's own lines (progress, ``warning: …``, the summary) are printed as ever.
+    Outside a kernel it changes nothing (a terminal shows Ray's warnings as before)."""
+    if not jupyter.in_kernel():
+        yield
+        return
+    handler = _QuietFileHandler(path, delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    route = _NotebookRoute(handler)
+    notes = logging.getLogger(RAY_IMPORT_NOTES)
+    notes_saved = notes.propagate
+    notes.addHandler(handler)
+    notes.propagate = False
+    shown = warnings.showwarning
+    warnings.showwarning = route.show_warning
+    _routes.append(route)
+    route.take_ray_logger()
+    try:
+        yield
+    finally:
+        _routes.remove(route)
+        route.give_back_ray_logger()
+        if warnings.showwarning == route.show_warning:
+            warnings.showwarning = shown
+        notes.removeHandler(handler)
+        notes.propagate = notes_saved
         handler.close()

@@ -23,9 +23,9 @@ from expgrid.config import flatten
 from expgrid.errors import ConfigError, StudyFailed, StudyFileError
 from expgrid.interrupts import Interrupted
 from expgrid.locking import hold
-from expgrid.logfiles import log_artifacts, open_section_log, tune_logs_to
+from expgrid.logfiles import log_artifacts, notebook_logs_to, open_section_log, tune_logs_to
 from expgrid.outcomes import SectionOutcome, StudyOutcome
-from expgrid.progress import ProgressLine
+from expgrid.progress import section_progress
 from expgrid.records import FAILED, INTERRUPTED, RUNNING, TrialRecord
 from expgrid.run_options import RunOptions
 from expgrid.section_events import SectionEvents
@@ -71,7 +71,8 @@ def run_study(study: Study, spec: TrainableSpec, options: RunOptions | None = No
     results = Path(options.results_dir or Path("results") / study.name).resolve()
     wanted = _selected_sections(study, options.sections)
     results.mkdir(parents=True, exist_ok=True)
-    with hold(results, "run"), interrupts.catching() as stop, tune_logs_to(results / "ray.log"):
+    with (hold(results, "run"), interrupts.catching() as stop, tune_logs_to(results / "ray.log"),
+          notebook_logs_to(results / "ray.log")):  # fmt: skip
         stop.resume_hint = "`expgrid run` with --resume"
         return _run_sections(study, spec, options, results, wanted, stop)
 
@@ -282,7 +283,7 @@ def _run_section(
     packable = packable and not test_eval.wanted(study, section)  # a pack keeps only its current trial's weights
     max_concurrent = admission.admitted_at_once(max_concurrent, resources, available, workers)
     pack = tune_section.trials_per_pack(len(plans), admission.concurrent_slots(resources, available, max_concurrent), packable)
-    progress = ProgressLine(f"{section.id} {section.name}", len(plans), study.metric, options.stream)
+    progress = section_progress(f"{section.id} {section.name}", len(plans), study.metric, options.stream)
     events = SectionEvents(study, section, trials, results, tracker, progress, stop,
                            describe=lambda trial: _describe(study, trial, section.select))
     events.ended_before = ended_before

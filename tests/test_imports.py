@@ -6,7 +6,7 @@ module it names (``from expgrid import planning`` → ``expgrid.planning``; ``fr
 import flatten`` → ``expgrid.config``). The rules:
 
 - no cycle among the project's modules;
-- the core (``expgrid``) imports no ray, mlflow, torch, torchvision, trainables or cluster at
+- the core (``expgrid``) imports no ray, mlflow, torch, torchvision, IPython, trainables or cluster at
   module level (inside a function it may: where the driver calls out to Ray);
 - no trial-side module reaches the driver side, directly or through other modules;
 - no import names a project module that does not exist (a module moved, an importer left behind).
@@ -22,7 +22,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("expgrid", "cluster", "trainables")
-HEAVY = ("ray", "mlflow", "torch", "torchvision", "trainables", "cluster")  # not at the core's module level
+HEAVY = ("ray", "mlflow", "torch", "torchvision", "IPython", "trainables", "cluster")  # not at the core's module level
 # What runs in a trial process, and what only the driver runs (prefixes: a package covers its modules).
 TRIAL_SIDE = ("expgrid.reporter", "expgrid.wire", "expgrid.stopping", "cluster.trial_side", "cluster.train_run",
               "trainables")  # fmt: skip
