@@ -96,3 +96,31 @@ def test_study_and_section_runs_carry_their_plan_and_result(ray_session, write_s
     assert other.get_experiment(other_experiment).tags[VIEW_TAG] == client.get_experiment(experiment).tags[VIEW_TAG]
     assert main(["sync", str(results), "--tracking-uri", target]) == 0
     assert "nothing to do" in capsys.readouterr().out
+
+
+def test_plans_say_what_each_section_sweeps_and_inherits(write_study):
+    """The plans' wording for sampled, zipped and `top` sections (no Ray: from the study alone)."""
+    from expgrid.study import load_study
+    from expgrid.tracking.notes import section_note, study_plan
+
+    study = load_study(write_study(textwrap.dedent("""
+        study: plans
+        trainable: toy
+        metric: score
+        defaults: {epochs: 1}
+        sections:
+          - {id: a, name: Sampled, sample: {x: {loguniform: [0.001, 1]}}, num_samples: 4}
+          - {id: b, name: Zipped, zip: {x: [0, 1, 1], y: [5, 5, 6]}, inherit: none}
+          - {id: c, name: Top, grid: {y: [1, 2]}, inherit: {from: [a], top: 2}, description: "Two parents."}
+    """)))
+    plan = study_plan(study)
+    assert [(s["sweeps"], s["inherits"]) for s in plan["sections"]] == [
+        ("x over loguniform(0.001, 1), 4 samples", "nothing (the study's defaults)"),
+        ("x over 0, 1; y over 5, 6", "nothing (the study's defaults)"),
+        ("y over 1, 2", "the best of section a, crossing its sweep with the 2 best configurations of section a"),
+    ]
+    assert plan["swept"] == ["x", "y"]
+    note = section_note({"id": "c", "name": "Top", "sweeps": "y over 1, 2", "trials": 4, "inherits": "…",
+                         "description": "Two parents."}, None, "plans")  # fmt: skip
+    assert note.splitlines() == ["sweeps y over 1, 2", "", "**Section c · Top** of study plans", "", "Two parents.", "",
+                                 "- Sweeps: y over 1, 2 (4 trials)", "- Inherits: …"]  # fmt: skip
