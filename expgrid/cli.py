@@ -383,7 +383,7 @@ def _print_end(outcome) -> None:
     print(f"\nResults: {outcome.results_dir}")
     if outcome.summary is not None:
         print(f"Report:  {outcome.results_dir / 'report' / 'report.md'} (tables, plots; `expgrid report` rebuilds it)")
-    print(f"Open the MLflow UI:  {ui_command(outcome.tracking_uri)}   then browse {ui_url(outcome.tracking_uri)}")
+    print(f"Open the MLflow UI:  {ui_command(outcome.tracking_uri)}   then browse {ui_url(outcome.tracking_uri, outcome.experiment_id)}")
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -29,3 +29,4 @@ class StudyOutcome:
     tracking_uri: str
     sections: list[SectionOutcome]
     summary: StudySummary | None = None  # None when the report could not be written
+    experiment_id: str | None = None  # the study's MLflow experiment (None: the mirror did not say)

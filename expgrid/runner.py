@@ -33,6 +33,7 @@ from expgrid.stopping import MLFLOW_STATUS, section_mlflow_status
 from expgrid.study import load_study
 from expgrid.study_types import Resources, Section, Study
 from expgrid.tracking import Tracker, default_tracking_uri
+from expgrid.tracking import notes as tracking_notes
 from expgrid.trainable_lookup import resolve_trainable
 from expgrid.trainable_spec import TrainableSpec, data_key_of
 from expgrid.wording import describe as _describe
@@ -95,6 +96,7 @@ def _run_sections(study: Study, spec: TrainableSpec, options: RunOptions, result
         {"study_file": study.path, "trainable": study.trainable, "metric": study.metric, "mode": study.mode,
          "seed": study.seed, "defaults": dict(study.defaults)},
         run_id=state.get("mlflow_run_id") if state.get("tracking_uri") == uri else None,
+        plan=tracking_notes.study_plan(study),
     )  # fmt: skip
     print(f"Study {study.name}: {len(study.sections)} sections, results in {results}", file=out)
 
@@ -176,8 +178,10 @@ def _run_sections(study: Study, spec: TrainableSpec, options: RunOptions, result
         for line in mirror.warning(results):  # what the mirror lacks, and the sync command that adds it
             print(line, file=out)
         if interrupted is not None:  # what the caller shows of a stopped study
-            interrupted.outcome = StudyOutcome(study, results, uri, outcomes, report.summary if report else None)
-    return StudyOutcome(study, results, uri, outcomes, report.summary if report else None)
+            interrupted.outcome = StudyOutcome(study, results, uri, outcomes, report.summary if report else None,
+                                               experiment_id=mirror.experiment_id)  # fmt: skip
+    return StudyOutcome(study, results, uri, outcomes, report.summary if report else None,
+                        experiment_id=mirror.experiment_id)
 
 
 def _start_ray_early(study: Study, options: RunOptions, results: Path, wanted: set[str]) -> None:
@@ -269,7 +273,8 @@ def _run_section(
                                              warn=lambda text: print(f"warning: {text}", file=out))  # fmt: skip
         print(f"  {section.id} {section.name}: resuming ({len(ended_before)} of {len(trials)} trials had ended)", file=out)
     fixed = {k: v for k, v in flatten(plans[0].config).items() if k not in swept}
-    tracker.start_section(section.id, section.name, fixed)
+    tracker.start_section(section.id, section.name, fixed,
+                          plan=tracking_notes.section_plan(study, section, swept, [p.swept for p in plans]))
     max_t = max(int(p.config.get("epochs") or 1) for p in plans)
     trial_params = [
         {"index": p.index, "config": p.config, "ref": spec.ref, "data": data_ids.get(p.index),

@@ -12,7 +12,8 @@ The modules, one concept each: ``preflight`` (is the store usable, before Ray st
 metric points), ``batches`` (MLflow's per-call limits), ``store`` (seeding, the experiment,
 SQLite's write-ahead log), ``mounts`` (local or network disk), ``channel`` (the driver's end of
 the writer process), ``writer`` (the writer process), ``mirror`` (how the mirror ended),
-``ledger``, ``record`` (what each run must hold) and ``sync``.
+``ledger``, ``notes`` (the runs' descriptions, a section's best params, the landing view),
+``record`` (what each run must hold) and ``sync``.
 
 May import: the core (``expgrid.*``), never ``cluster`` or ``trainables``. MLflow only inside
 functions of ``store``, ``batches``, ``writer`` and ``sync``: the driver imports this package
@@ -31,6 +32,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from expgrid import records
+from expgrid.durable import RecordError
+from expgrid.tracking import notes
 from expgrid.tracking.channel import WriterProcess
 from expgrid.tracking.layout import carried_tags, epoch_points, parent_tags, trial_run_name
 from expgrid.tracking.ledger import Ledger
@@ -82,6 +86,7 @@ class Tracker:
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None = None,
                  results_dir: Path | None = None):  # fmt: skip
         self.uri = tracking_uri
+        self.experiment = experiment
         self.errors: list[str] = []
         if results_dir is None and artifact_root is not None:
             results_dir = artifact_root.parent
@@ -142,12 +147,21 @@ class Tracker:
 
     # --- runs (each queued; see writer.Writer for what they do) --------------------------------
 
-    def start_study(self, name: str, params: Mapping[str, Any], run_id: str | None = None) -> None:
+    def start_study(self, name: str, params: Mapping[str, Any], run_id: str | None = None,
+                    plan: Mapping[str, Any] | None = None) -> None:  # fmt: skip
         """Create the study run, or reopen ``run_id`` (or the one the ledger has for this store)
-        when a study is continued."""
+        when a study is continued. ``plan``: :func:`expgrid.tracking.notes.study_plan`, for its
+        description and the experiment's landing view."""
         if self.ledger is not None:
             self.ledger.set_study_params(json.loads(json.dumps(dict(params), default=str)))
-        self._call("start_study", name, dict(params), run_id or self._recorded("study"))
+            if plan is not None:
+                self.ledger.set_plan("study", json.loads(json.dumps(dict(plan), default=str)))
+        plan = plan if plan is not None else self._plan("study")
+        tags, view = {}, None
+        if plan is not None:
+            tags = {notes.NOTE_TAG: notes.study_note(plan, None, plan["metric"])}
+            view = notes.view_state(plan["metric"], plan.get("swept") or [])
+        self._call("start_study", name, dict(params), run_id or self._recorded("study"), tags, view)
 
     def study_run_id(self) -> str | None:
         self.flush()
@@ -158,10 +172,16 @@ class Tracker:
         self.flush()
         return bool(self._state.get("opened"))
 
-    def start_section(self, section_id: str, name: str, params: Mapping[str, Any]) -> None:
+    def start_section(self, section_id: str, name: str, params: Mapping[str, Any],
+                      plan: Mapping[str, Any] | None = None) -> None:  # fmt: skip
         """Create the section's run under the study run (trials need not wait for it), or reopen
-        the one of an earlier attempt that never ended."""
-        self._call("start_section", section_id, name, dict(params), self._recorded(section_id))
+        the one of an earlier attempt that never ended. ``plan``:
+        :func:`expgrid.tracking.notes.section_plan` (else the ledger's), for its description."""
+        if plan is not None and self.ledger is not None:
+            self.ledger.set_plan(section_id, json.loads(json.dumps(dict(plan), default=str)))
+        plan = plan if plan is not None else self._plan(section_id)
+        tags = {notes.NOTE_TAG: notes.section_note(plan, None, self.experiment)} if plan is not None else {}
+        self._call("start_section", section_id, name, dict(params), self._recorded(section_id), tags)
 
     def start_trial(self, section_id: str, index: int, name: str, config: Mapping[str, Any], tags: Mapping[str, str],
                     started: float, history: Sequence[Mapping[str, Any]] = ()) -> None:  # fmt: skip
@@ -187,12 +207,39 @@ class Tracker:
     def end_section(
         self, section_id: str, status: str, metrics: Mapping[str, float], artifacts: Mapping[str, Any], tags: Mapping[str, str]
     ) -> None:
+        """A section that finished (its ``section.json`` written) also gets its description with
+        its result and its best configuration's swept values as params (:mod:`.notes`)."""
+        tags, params = dict(tags), {}
+        saved = self._saved_section(section_id) if status != "KILLED" else None
+        if saved is not None:
+            tags[notes.NOTE_TAG] = notes.section_note(self._plan(section_id), saved, self.experiment)
+            params = notes.section_best_params(saved)
         # No wait here: the next section starts while the writes drain (finish waits).
-        self._call("end_section", section_id, status, dict(metrics), dict(artifacts), dict(tags))
+        self._call("end_section", section_id, status, dict(metrics), dict(artifacts), tags, params)
 
     def end_study(self, status: str, artifacts: Mapping[str, Any] | None = None) -> None:
-        """Queue the study run's end; :meth:`finish` waits for it."""
-        self._call("end_study", status, dict(artifacts or {}))
+        """Queue the study run's end; :meth:`finish` waits for it. Its description gets the best
+        per section from ``artifacts["summary.json"]`` (the summary's rows)."""
+        artifacts = dict(artifacts or {})
+        plan = self._plan("study")
+        tags: dict[str, str] = {}
+        metrics: dict[str, float] = {}
+        if plan is not None:
+            rows = artifacts.get("summary.json") if isinstance(artifacts.get("summary.json"), list) else None
+            tags[notes.NOTE_TAG] = notes.study_note(plan, rows, plan["metric"])
+            metrics = notes.study_metrics(rows, plan["metric"], status == "FINISHED")
+        self._call("end_study", status, artifacts, tags, metrics)
+
+    def _plan(self, key: str) -> dict[str, Any] | None:
+        return self.ledger.plan(key) if self.ledger is not None else None
+
+    def _saved_section(self, section_id: str) -> dict[str, Any] | None:
+        if self.ledger is None:
+            return None
+        try:
+            return records.read_section(self.ledger.path.parent, section_id)
+        except (OSError, RecordError):  # a damaged record: the run keeps the description it has
+            return None
 
     # --- waiting for the writer ---------------------------------------------------------------
 
@@ -271,6 +318,7 @@ class Tracker:
         if self._ledger_error:
             errors.append(f"run ids not kept: {self._ledger_error}")
         return MirrorReport(self.uri, final.get("study") or recorded, complete=complete, why=final.get("stopped"),
+                            experiment_id=final.get("experiment"),
                             runs=runs, points=final["lost_points"], artifacts=final["lost_artifacts"],
                             errors=errors)  # fmt: skip
 

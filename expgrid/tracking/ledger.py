@@ -3,7 +3,8 @@
 The results directory is the record of a run, MLflow its mirror; this ledger ties the two. It
 keeps, for every tracking URI the results were written to (by ``expgrid run``) or synced into
 (by ``expgrid sync``), the run id of the study, of each section and of each trial, plus the
-study run's params (``study.json`` does not hold them all). So:
+study run's params (``study.json`` does not hold them all) and the plans the study and section
+runs' descriptions state (what each section sweeps and inherits). So:
 
 - a continued or resumed run reopens the runs it had, instead of starting new ones;
 - ``expgrid sync`` repairs exactly those runs, never "the newest run of that name";
@@ -99,6 +100,16 @@ class Ledger:
     def set_study_params(self, params: dict[str, Any]) -> None:
         with self._lock:
             self._data["study_params"] = params
+
+    def plan(self, key: str) -> dict[str, Any] | None:
+        """What the study (``"study"``) or a section (its id) was to do, as
+        :mod:`expgrid.tracking.notes` describes it; None when not recorded (an older expgrid)."""
+        with self._lock:
+            return (self._data.get("plans") or {}).get(key)
+
+    def set_plan(self, key: str, plan: dict[str, Any]) -> None:
+        with self._lock:
+            self._data.setdefault("plans", {})[key] = plan
 
     def save(self) -> None:
         with self._lock:

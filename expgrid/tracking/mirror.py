@@ -19,6 +19,7 @@ class MirrorReport:
     artifacts: int = 0  # artifacts not written
     errors: list[str] = dataclasses.field(default_factory=list)
     counted: bool = True  # False: the writer did not say what it had written
+    experiment_id: str | None = None  # the study's experiment in the store (None: the writer did not say)
 
     def warning(self, results: Path) -> list[str]:
         """The lines to print at the study's end: none when the mirror is complete (but for a

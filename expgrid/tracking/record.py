@@ -24,6 +24,7 @@ from expgrid.logfiles import log_path
 from expgrid.records import TrialRecord
 from expgrid.stopping import INTERRUPTED, MLFLOW_STATUS, section_mlflow_status
 from expgrid.study import is_number
+from expgrid.tracking import notes
 from expgrid.tracking.layout import artifact_text, carried_tags, epoch_points, params_of, parent_tags, trial_run_name
 from expgrid.tracking.ledger import Ledger
 
@@ -62,20 +63,28 @@ class RunRecord:
 
 def study_record(results: Path, state: dict[str, Any], ledger: Ledger) -> RunRecord:
     """The study run and, under it, every section's and trial's (``state``: ``study.json``)."""
-    sections = [_section_record(results, sid) for sid in _section_ids(results, state)]
+    study = str(state["study"])
+    sections = [_section_record(results, sid, ledger, study) for sid in _section_ids(results, state)]
     sections = [s for s in sections if s is not None]
     params = ledger.study_params or {k: state[k] for k in ("study_file", "metric", "mode") if k in state}
     artifacts: dict[str, Artifact] = {}
     report = results / "report"
+    rows = None
     if (report / "summary.txt").is_file():
-        artifacts["summary.json"] = Artifact(text=artifact_text(_summary_json(results)))
+        rows = _summary_json(results)
+        artifacts["summary.json"] = Artifact(text=artifact_text(rows))
         artifacts.update({f"report/{p.name}": Artifact(p) for p in sorted(report.iterdir()) if p.is_file()})
     status = state.get("status")
     if status not in ("FINISHED", "FAILED", "KILLED"):
         listed = [s for s in sections if s.key in (state.get("sections") or [])]
         status = "FINISHED" if listed and all(s.status == "FINISHED" for s in listed) else "FAILED"
-    return RunRecord("study", "study", str(state["study"]), status, params_of(params), {"expgrid.kind": "study"},
-                     {}, artifacts, children=sections)  # fmt: skip
+    tags = {"expgrid.kind": "study"}
+    metrics: dict[str, list[tuple[int, float]]] = {}
+    plan = ledger.plan("study")
+    if plan is not None:  # as the writer describes it (expgrid.tracking.notes)
+        tags[notes.NOTE_TAG] = notes.study_note(plan, rows, plan["metric"])
+        metrics = {k: [(0, v)] for k, v in notes.study_metrics(rows, plan["metric"], state.get("status") == "FINISHED").items()}
+    return RunRecord("study", "study", study, status, params_of(params), tags, metrics, artifacts, children=sections)
 
 
 def _summary_json(results: Path) -> Any:
@@ -92,10 +101,11 @@ def _section_ids(results: Path, state: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys([*listed, *on_disk]))
 
 
-def _section_record(results: Path, section_id: str) -> RunRecord | None:
+def _section_record(results: Path, section_id: str, ledger: Ledger, study: str) -> RunRecord | None:
     saved = records.read_section(results, section_id)
     if saved is None:
-        return _interrupted_section(results, section_id)
+        plan = ledger.plan(section_id)
+        return _interrupted_section(results, section_id, None if plan is None else notes.section_note(plan, None, study))
     trials = records.read_trials(results, section_id)
     best = saved.get("best")
     metric = saved.get("metric")
@@ -113,12 +123,14 @@ def _section_record(results: Path, section_id: str) -> RunRecord | None:
     artifacts = {"best_config.json": Artifact(text=artifact_text(best or {}))}
     artifacts.update(_log_and_report(results, section_id))
     tags = {"expgrid.kind": "section", "expgrid.section_id": section_id, "expgrid.section_name": name,
-            "expgrid.best_trial": str(best["index"]) if best else "none", **carried_tags(saved.get("carried"))}  # fmt: skip
-    return RunRecord(section_id, "section", f"{section_id} {name}", section_mlflow_status(bool(best)), params_of(fixed),
+            "expgrid.best_trial": str(best["index"]) if best else "none", **carried_tags(saved.get("carried")),
+            notes.NOTE_TAG: notes.section_note(ledger.plan(section_id), saved, study)}  # fmt: skip
+    params = {**params_of(fixed), **notes.section_best_params(saved)}
+    return RunRecord(section_id, "section", f"{section_id} {name}", section_mlflow_status(bool(best)), params,
                      tags, metrics, artifacts, children=[_trial_record(results, section_id, t) for t in trials])  # fmt: skip
 
 
-def _interrupted_section(results: Path, section_id: str) -> RunRecord | None:
+def _interrupted_section(results: Path, section_id: str, note: str | None) -> RunRecord | None:
     ended = {t.index: t for t in records.ended_trials(results, section_id)}
     running: dict[int, TrialRecord] = {}
     for index, row in records.rows_of(results, section_id):
@@ -133,7 +145,7 @@ def _interrupted_section(results: Path, section_id: str) -> RunRecord | None:
         child.tags = {k: child.tags[k] for k in ("expgrid.kind", "expgrid.section_id", "expgrid.trial_index")}
         children.append(child)
     children.sort(key=lambda c: c.key[1])
-    tags = {"expgrid.kind": "section", "expgrid.section_id": section_id}
+    tags = {"expgrid.kind": "section", "expgrid.section_id": section_id, **({notes.NOTE_TAG: note} if note else {})}
     return RunRecord(section_id, "section", None, "KILLED", None, tags, {}, _log_and_report(results, section_id),
                      children=children)  # fmt: skip
 

@@ -33,6 +33,7 @@ from typing import Any
 from expgrid import records
 from expgrid.errors import ExpgridError, ResultsError
 from expgrid.locking import hold
+from expgrid.tracking import notes
 from expgrid.tracking.batches import log_file, log_run_data
 from expgrid.tracking.layout import PARENT_TAG, SUPERSEDED_TAG, point_key
 from expgrid.tracking.ledger import Ledger, store_key
@@ -139,10 +140,21 @@ class _Mirror:
             self.experiment_id = run.info.experiment_id
         else:
             self.experiment_id = experiment_id(self.client, wanted.name, self.uri, self.results / "mlartifacts")
+        self._landing_view()
         run_id = self._mirror(wanted, None, run)
         if own_store and self.state.get("mlflow_run_id") != run_id:
             # So that the next `expgrid run` continues this study run.
             records.write_json(self.results / "study.json", {**self.state, "mlflow_run_id": run_id})
+
+    def _landing_view(self) -> None:
+        """The experiment's landing view, as the run set it (:func:`notes.view_state`)."""
+        plan = self.ledger.plan("study")
+        if plan is None:
+            return
+        view = notes.view_state(plan["metric"], plan.get("swept") or [])
+        if self.client.get_experiment(self.experiment_id).tags.get(notes.VIEW_TAG) != view:
+            self.client.set_experiment_tag(self.experiment_id, notes.VIEW_TAG, view)
+            self.counts.tags += 1
 
     def _children(self, wanted: RunRecord, run_id: str) -> None:
         """Mirror ``wanted``'s children under ``run_id``; supersede the other runs under it."""

@@ -38,6 +38,7 @@ from typing import Any
 from expgrid.study import is_number
 from expgrid.tracking.batches import log_file, log_run_data, param_entities
 from expgrid.tracking.layout import PARENT_TAG, SUPERSEDED_TAG, artifact_text, params_of, point_key
+from expgrid.tracking.notes import VIEW_TAG
 from expgrid.tracking.server import is_http, server_answers
 from expgrid.tracking.store import experiment_id, live_run, seed_sqlite_store, use_write_ahead_log
 
@@ -146,7 +147,7 @@ class Writer:
         kinds = {"study": 0, "section": 0, "trial": 0}
         for key in self.incomplete:
             kinds["study" if key == "study" else "section" if isinstance(key, str) else "trial"] += 1
-        return {"study": self._runs.get("study"), "opened": self.opened, "errors": list(self.errors),
+        return {"study": self._runs.get("study"), "experiment": getattr(self, "experiment_id", None), "opened": self.opened, "errors": list(self.errors),
                 "stopped": self.stopped, "incomplete": kinds, "lost_points": self.lost_points,
                 "lost_artifacts": self.lost_artifacts}  # fmt: skip
 
@@ -187,7 +188,9 @@ class Writer:
         if method == "open":
             return None, 0, 0
         if method in ("start_study", "end_study"):
-            return "study", 0, len(args[1]) if method == "end_study" else 0
+            if method == "start_study":
+                return "study", 0, 0
+            return "study", len(args[3]) if len(args) > 3 and args[3] else 0, len(args[1])
         if method in ("start_section", "end_section"):
             if method == "start_section":
                 return args[0], 0, 0
@@ -258,20 +261,26 @@ class Writer:
             return
         self.opened = True
 
-    def start_study(self, name: str, params: Mapping[str, Any], run_id: str | None) -> None:
+    def start_study(self, name: str, params: Mapping[str, Any], run_id: str | None,
+                    tags: Mapping[str, str] | None = None, view: str | None = None) -> None:  # fmt: skip
+        """``tags``: its description (:mod:`.notes`); ``view``: the experiment's landing view."""
+        if view is not None:
+            self.client.set_experiment_tag(self.experiment_id, VIEW_TAG, view)
         if self._live_run(run_id) is not None:
             self.client.update_run(run_id, status="RUNNING")
             self._record("study", run_id)
+            self._set_tags(run_id, tags)
             return
-        tags = {"expgrid.kind": "study"}
-        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        run_id = self.client.create_run(self.experiment_id, run_name=name,
+                                        tags={"expgrid.kind": "study", **(tags or {})}).info.run_id  # fmt: skip
         self._record("study", run_id)
         log_run_data(self.client, run_id, params=param_entities(params))
 
-    def start_section(self, section_id: str, name: str, params: Mapping[str, Any], recorded: str | None) -> None:
+    def start_section(self, section_id: str, name: str, params: Mapping[str, Any], recorded: str | None,
+                      tags: Mapping[str, str] | None = None) -> None:  # fmt: skip
         """Reopen the section's run of an earlier attempt that never ended (a driver killed or
         interrupted mid-section), else create one; an earlier attempt's run that ended is
-        superseded by the new one."""
+        superseded by the new one. ``tags``: its description (:mod:`.notes`)."""
         earlier = self._live_run(recorded)
         wanted = params_of(params)
         if (earlier is not None and earlier.info.status in ("RUNNING", "KILLED")
@@ -279,6 +288,7 @@ class Writer:
             self.client.update_run(recorded, status="RUNNING")
             self._record(section_id, recorded)
             self._log_missingparam_entities(recorded, earlier.data.params, wanted)
+            self._set_tags(recorded, tags)
             return
         run = self.client.create_run(
             self.experiment_id,
@@ -288,6 +298,7 @@ class Writer:
                 "expgrid.kind": "section",
                 "expgrid.section_id": section_id,
                 "expgrid.section_name": name,
+                **(tags or {}),
             },
         )
         self._record(section_id, run.info.run_id)
@@ -386,21 +397,38 @@ class Writer:
         self._known.pop(key, None)
 
     def end_section(
-        self, section_id: str, status: str, metrics: Mapping[str, float], artifacts: Mapping[str, Any], tags: Mapping[str, str]
+        self, section_id: str, status: str, metrics: Mapping[str, float], artifacts: Mapping[str, Any], tags: Mapping[str, str],
+        params: Mapping[str, str] | None = None,
     ) -> None:
+        """``params``: the best trial's swept values (its base configuration was logged at its start)."""
         run_id = self._runs[section_id]
         for key, value in metrics.items():
             if is_number(value):
                 self.client.log_metric(run_id, key, float(value))
         for key, value in tags.items():
             self.client.set_tag(run_id, key, value)
+        if params:
+            log_run_data(self.client, run_id, params=param_entities(params))
         self._log_artifacts(section_id, run_id, artifacts)
         self.client.set_terminated(run_id, status)
 
-    def end_study(self, status: str, artifacts: Mapping[str, Any]) -> None:
+    def end_study(self, status: str, artifacts: Mapping[str, Any], tags: Mapping[str, str] | None = None,
+                  metrics: Mapping[str, float] | None = None) -> None:  # fmt: skip
+        """``metrics``: logged unless the run holds that value already (a continued study's run
+        would otherwise hold it twice, and `expgrid sync` could not repair it)."""
         run_id = self._runs["study"]
+        self._set_tags(run_id, tags)
+        if metrics:
+            have = self.client.get_run(run_id).data.metrics
+            for key, value in metrics.items():
+                if have.get(key) != value:
+                    self.client.log_metric(run_id, key, float(value), step=0)
         self._log_artifacts("study", run_id, artifacts)
         self.client.set_terminated(run_id, status)
+
+    def _set_tags(self, run_id: str, tags: Mapping[str, str] | None) -> None:
+        for key, value in (tags or {}).items():
+            self.client.set_tag(run_id, key, value)
 
     def _log_artifacts(self, key: Any, run_id: str, artifacts: Mapping[str, Any]) -> None:
         """``artifacts``: the path in the run (``report/table.md``) → a file (Path), text, or

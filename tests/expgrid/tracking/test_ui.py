@@ -1,6 +1,7 @@
 """End to end, as a user sees it: `mlflow server` (SQLite) on 127.0.0.1, the embedded demo study
-run against it (2 epochs per trial instead of 12, as `--set epochs=2`), and the experiment opened
-in headless Chromium, which must render every section and trial run and a section's plot.
+run against it (2 epochs per trial instead of 12, as `--set epochs=2`), and the URL `expgrid run`
+prints opened in headless Chromium, which must render every section and trial run, the sections'
+descriptions and best values, and a section's plot.
 
 Screenshots are saved in the test's tmp dir; set EXPGRID_SCREENSHOTS=DIR to keep copies.
 Chromium is Debian's `chromium` package (`.ci/run` installs it); without it the test is skipped.
@@ -19,13 +20,13 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from expgrid.cli import resolve_study_path
+from expgrid.cli import _print_end, resolve_study_path
 from expgrid.runner import RunOptions, prepare, run_study
+from expgrid.tracking.ui import ui_url
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(
@@ -110,7 +111,24 @@ def _screenshot(url: str, path: Path) -> Path:
     return path
 
 
-def test_the_demo_study_appears_in_the_mlflow_ui(ray_session, mlflow_server, tmp_path):
+def _shown(value: float) -> str:
+    """A metric value as the runs table's DOM holds it: JavaScript's shortest round-trip form of
+    the double (Python's repr, but for whole numbers)."""
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _rows(dom: str) -> dict[str, str]:
+    """The runs table's text per row: ag-grid renders a row's pinned and scrolling cells in
+    separate containers, each element carrying the run's id as ``row-id``."""
+    marks = list(re.finditer(r'<div[^>]*\brow-id="([^"]+)"', dom))
+    rows: dict[str, str] = {}
+    for mark, following in zip(marks, [*marks[1:], None]):
+        segment = dom[mark.start(): following.start() if following else len(dom)]
+        rows[mark.group(1)] = rows.get(mark.group(1), "") + " " + _text(segment)
+    return rows
+
+
+def test_the_demo_study_appears_in_the_mlflow_ui(ray_session, mlflow_server, tmp_path, capsys):
     study, spec = prepare(resolve_study_path("digits_demo"), {"epochs": 2})
     outcome = run_study(study, spec, RunOptions(results_dir=tmp_path / "results", tracking_uri=mlflow_server,
                                                 stream=io.StringIO()))  # fmt: skip
@@ -125,15 +143,29 @@ def test_the_demo_study_appears_in_the_mlflow_ui(ray_session, mlflow_server, tmp
     section_one = names["1 Learning rate"].info.run_id
     assert "report/value_curve.png" in [a.path for a in client.list_artifacts(section_one, "report")]
 
-    # The runs list, sorted by name: MLflow nests child runs under their parent (collapsed)
-    # unless the list is sorted by something else than time, so every run is a visible row.
-    runs_page = (f"{mlflow_server}/#/experiments/{experiment.experiment_id}/runs"
-                 f"?orderByKey={quote('tags.`mlflow.runName`')}&orderByAsc=true")  # fmt: skip
-    expected = ["digits-demo", *sections, *trials]
-    dom = _rendered(runs_page, expected)
-    assert [name for name in expected if name not in dom] == []
-    assert "13 matching runs" in _text(dom)  # the study, 3 sections, 9 trials
-    _screenshot(runs_page, tmp_path / "mlflow-runs.png")
+    # The URL `expgrid run` prints opens the runs table in expgrid's view (expgrid.tracking.ui):
+    # sorted by name, so that every run is a visible row (a list sorted by time nests child runs
+    # under their collapsed parent), with the Description, best_<metric>, <metric> and swept
+    # params columns, in MLflow's "Model training" layout rather than its GenAI overview.
+    _print_end(outcome)
+    printed = capsys.readouterr().out
+    landing = re.search(r"then browse (\S+)", printed).group(1)
+    assert landing == ui_url(mlflow_server, experiment.experiment_id) and "viewStateShareKey=" in landing
+    metric = outcome.study.metric
+    best = {s: names[s].data.metrics[f"best_{metric}"] for s in sections}
+    expected = ["digits-demo", *sections, *trials, f"best_{metric}", "Description", "optimizer.lr",
+                *(names[s].data.tags["mlflow.note.content"].splitlines()[0][:40] for s in sections)]  # fmt: skip
+    dom = _rendered(landing, expected)
+    assert [text for text in expected if text not in dom] == []
+    text = _text(dom)
+    assert "13 matching runs" in text  # the study, 3 sections, 9 trials
+    assert "Model training" in text and "Traces 0" not in text  # not the GenAI overview
+    # Each section's row (ag-grid's row-id: the run id) shows its name and best value.
+    rows = _rows(dom)
+    for section, value in best.items():
+        row = rows[names[section].info.run_id]
+        assert section in row and _shown(value) in row, (section, value, row[:300])
+    _screenshot(landing, tmp_path / "mlflow-landing.png")
 
     # A section run's plot, as MLflow's artifact viewer shows it.
     plot_page = (f"{mlflow_server}/#/experiments/{experiment.experiment_id}/runs/{section_one}"
