@@ -215,6 +215,19 @@ def _error_text(trial: Any) -> str:
     return lines[-1].strip() if lines else ""
 
 
+class _NoTuneProgress(tune.ProgressReporter):
+    """Tune reports nothing itself: expgrid prints its own progress. Without it, Tune in a
+    notebook kernel picks its JupyterNotebookReporter, which clears the cell's output so far
+    (``clear_output``: the lines of the sections before, what the cell printed before the run)
+    and leaves an empty HTML display in it, at verbose=0 too."""
+
+    def should_report(self, trials: list, done: bool = False) -> bool:
+        return False
+
+    def report(self, trials: list, done: bool, *sys_info: Any) -> None:
+        pass
+
+
 class CuttingASHA(ASHAScheduler):
     """Tune's ASHA, remembering the trials it cut: those it told to STOP before their last
     planned epoch (ASHA also says STOP to a trial that reached ``max_t``; that is no cut). The
@@ -380,6 +393,7 @@ def run_section(section: TuneSection, events: TrialEvents) -> float:
             name=section.name,
             storage_path=section.storage_path,
             verbose=0,
+            progress_reporter=_NoTuneProgress(),
             callbacks=[_EventBridge(events, scheduler)],
             failure_config=tune.FailureConfig(max_failures=section.max_failures),
             # The latest checkpoint is always kept (for retries); with a score, the best one too.
