@@ -6,7 +6,8 @@ study, shows the results (the summary as HTML), a figure (one PNG), a DataFrame 
 Parquet inside the kernel, an inline study's validation error (one line), a second run's wall
 time (warm: the same Ray), a rerun that skips finished sections, a kernel interrupt (SIGINT to
 the kernel, as Jupyter's interrupt sends it: one line, then ``expgrid.open`` gives the partial
-results), and ``expgrid.shutdown()`` (the next run starts a fresh Ray).
+results), and ``expgrid.shutdown()`` (the next run starts a fresh Ray; a Ray session the user
+began is left alone).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ CELLS = {
     "setup": """
 import json, os, signal, time
 import pandas as pd
-import ray
 import expgrid
 """,
     "trainable": """
@@ -52,6 +52,7 @@ STUDY = {
 start = time.perf_counter()
 results = expgrid.run(STUDY, num_cpus=2)
 first = time.perf_counter() - start
+import ray  # after expgrid's first run: expgrid sets up how Ray starts (127.0.0.1) before Ray loads
 gcs_first = ray.get_runtime_context().gcs_address
 """,
     "show": "results",
@@ -104,6 +105,12 @@ expgrid.run({**STUDY, "study": "nb-quad-3", "sections": STUDY["sections"][:1]});
 print("FRESH_RAY", ray.get_runtime_context().gcs_address != gcs_first)
 expgrid.shutdown()
 """,
+    "users ray": """
+ray.init(address="local", num_cpus=1, include_dashboard=False)  # the user's own Ray session: expgrid uses it, never ends it
+expgrid.run({**STUDY, "study": "nb-quad-4", "sections": STUDY["sections"][:1]});
+print("USERS_RAY", expgrid.shutdown(), ray.is_initialized())
+ray.shutdown()
+""",
 }
 RAISES = {"bad study", "interrupt"}  # cells whose error output is what is checked
 
@@ -120,7 +127,9 @@ def _notebook():
 
 def _env(tmp_path: Path) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    for name in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "EXPGRID_TRACEBACK"):
+    # As a user's kernel starts: not with what this test process set up for its own Ray
+    # (cluster.local_ray sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 when expgrid loads it).
+    for name in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "EXPGRID_TRACEBACK", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
         env.pop(name, None)
     return env
 
@@ -224,6 +233,11 @@ def test_shutdown_ends_expgrids_ray_and_the_next_run_starts_a_fresh_one(executed
     text = _text(outputs["shutdown"])
     assert "SHUTDOWN True False False" in text
     assert "FRESH_RAY True" in text
+
+
+def test_shutdown_leaves_a_users_own_ray_session_alone(executed):
+    _, outputs = executed
+    assert "USERS_RAY False True" in _text(outputs["users ray"])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's Ray processes are inspected on Linux")

@@ -203,3 +203,14 @@ def test_a_function_that_cannot_be_pickled_is_refused_in_one_line(tmp_path):
                            "tests.expgrid.test_results_view:test_a_function_that_cannot_be_pickled_is_refused_in_one_line"
                            ".<locals>.holds_a_lock (TypeError: ")  # fmt: skip
     assert "lock" in line
+
+
+def test_a_study_file_runs_with_set_like_the_clis_set(ray_session, tmp_path, monkeypatch):
+    import yaml
+
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump({**STUDY, "study": "view-file", "sections": STUDY["sections"][:1]}))
+    monkeypatch.chdir(tmp_path)  # results/<study name> under the current directory, as the CLI's
+    found = expgrid.run("study.yaml", set={"epochs": 1}, stream=io.StringIO())
+    assert found.results_dir == tmp_path / "results" / "view-file"
+    assert found.best("1")["epochs"] == 1
+    assert set(found.trials()["epoch"]) == {1}
