@@ -78,7 +78,10 @@ def main() -> int:
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="expgrid-notebook-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    }
     for name in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
         env.pop(name, None)
     nb = _notebook()
@@ -98,10 +101,10 @@ def main() -> int:
         print("error: the notebook printed no timings; see the executed notebook (--out)", file=sys.stderr)
         return 1
     first, second = float(found.group(1)), float(found.group(2))
-    print(f"notebook (digits, 2 sections x 3 trials x 8 epochs), in one kernel:")
-    print(f"  first run  (starts Ray):     {first:6.2f} s")
+    print("notebook (digits, 2 sections x 3 trials x 8 epochs), in one kernel:")
+    print(f"  first run  (starts Ray):       {first:6.2f} s")
     print(f"  second run (the kernel's Ray): {second:6.2f} s")
-    print(f"  ratio first / second:         {first / second:6.2f}")
+    print(f"  ratio first / second:          {first / second:6.2f}")
     print(f"  whole notebook (kernel start to end): {total:.1f} s")
 
     if args.out:

@@ -59,7 +59,9 @@ def run(study: str | Path | Mapping[str, Any], **options: Any) -> Results:
     for name in given:
         if name not in run_fields and name not in STUDY_OPTIONS:
             known = ", ".join(sorted(run_fields | set(STUDY_OPTIONS)))
-            raise OptionError(f"expgrid.run({name}=…)", ConfigError("", f"an option of expgrid.run: one of {known}", name))
+            raise OptionError(
+                f"expgrid.run({name}=…)", ConfigError("", f"an option of expgrid.run: one of {known}", name)
+            )
     loaded, spec = _prepare(study, given)
     run_options = _run_options(loaded, {k: v for k, v in given.items() if k in run_fields})
     out = run_options.stream or sys.stdout
@@ -87,7 +89,7 @@ def shutdown() -> bool:
     """End the Ray that expgrid started in this process (a connection it made to a cluster is
     closed; the cluster stays up); a Ray session the user began is left alone. True when
     something was ended, False when there was nothing. The next ``run`` starts a fresh Ray."""
-    if "cluster.connect" not in sys.modules and "ray" not in sys.modules:
+    if "cluster.connect" not in sys.modules:
         return False  # no run of this process reached Ray
     from cluster import connect
 
@@ -100,7 +102,7 @@ def shutdown() -> bool:
 def _prepare(study: Any, options: dict[str, Any]) -> tuple[Study, TrainableSpec]:
     """The study loaded and fully checked (nothing started or created), as `expgrid run` does."""
     from expgrid.runner import prepare, prepare_loaded
-    from expgrid.study import Overrides, load_inline
+    from expgrid.study import load_inline
     from expgrid.study_paths import resolve_study_path
 
     overrides = _overrides(options)
@@ -118,9 +120,13 @@ def _prepare(study: Any, options: dict[str, Any]) -> tuple[Study, TrainableSpec]
             raw["trainable"] = spec.ref  # the study's name for it (MLflow's param, study.json)
         return prepare_loaded(load_inline(raw, INLINE, overrides), spec, smoke=smoke)
     if isinstance(study, (str, Path)):
-        return prepare(resolve_study_path(str(study)), Overrides(overrides, overrides.options), smoke=smoke)
-    raise OptionError("expgrid.run(study)", ConfigError(
-        "", "a study file's path, the name of one in search_spaces/, or a dict", Text(type(study).__name__)))
+        return prepare(resolve_study_path(str(study)), overrides, smoke=smoke)
+    raise OptionError(
+        "expgrid.run(study)",
+        ConfigError(
+            "", "a study file's path, the name of one in search_spaces/, or a dict", Text(type(study).__name__)
+        ),
+    )
 
 
 def _overrides(options: dict[str, Any]) -> Any:

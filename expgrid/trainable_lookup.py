@@ -148,6 +148,8 @@ def function_trainable(fn: Any, field: str = "trainable") -> TrainableSpec:
     spec = _with_ref(spec, name)
     if ships_by_value(spec):
         import cluster.local_ray  # noqa: F401 - first: it sets what Ray reads at import (a local Ray on 127.0.0.1)
+
+        # isort: split
         from ray import cloudpickle  # what Ray ships functions with
 
         try:

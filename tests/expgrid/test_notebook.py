@@ -222,7 +222,9 @@ def test_an_interrupt_is_one_line_and_open_gives_the_partial_results(executed):
     (error,) = _errors(outputs["interrupt"])
     assert len(error.traceback) == 1
     line = error.traceback[0]
-    assert line.startswith("interrupted: section 2 (Stopped) interrupted by Ctrl-C: 0 of 1 trials had ended, 1 was running")
+    assert line.startswith(
+        "interrupted: section 2 (Stopped) interrupted by Ctrl-C: 0 of 1 trials had ended, 1 was running"
+    )
     assert line.endswith(f"the results so far: expgrid.open('{folder / 'results' / 'nb-stop'}'); "
                          "expgrid.run(<the same study>, resume=True) continues")  # fmt: skip
     assert "PARTIAL ['1'] KILLED" in _text(outputs["partial"])

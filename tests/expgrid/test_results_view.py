@@ -113,7 +113,9 @@ def test_a_kind_the_section_cannot_draw_is_one_line_naming_those_it_can(results)
     found, _ = results
     with pytest.raises(ValueError) as caught:
         found.plot("1", kind="heatmap")
-    assert caught.value.one_line() == "error: section 1: expected a kind of plot it can draw: curves, value, got 'heatmap'"
+    assert (
+        caught.value.one_line() == "error: section 1: expected a kind of plot it can draw: curves, value, got 'heatmap'"
+    )
     with pytest.raises(ValueError) as caught:
         found.plot("2.b", kind="bars")
     assert caught.value.one_line() == ("error: section 2.b: expected a kind of plot it can draw: curves, heatmap "
@@ -176,18 +178,25 @@ def test_an_inline_study_is_checked_like_a_file(tmp_path):
     bad = {**STUDY, "sections": [STUDY["sections"][0], {"id": "2", "grid": {"x": []}}]}
     assert _refused(tmp_path, bad) == "error: <inline>: sections[1].grid.x: expected a non-empty list of values, got []"
     assert _refused(tmp_path, {**STUDY, "mode": "up"}) == "error: <inline>: mode: expected one of max, min, got 'up'"
-    assert _refused(tmp_path, {**STUDY, "defaults": {"epochs": 0}}).startswith("error: <inline>: defaults.epochs: expected")
+    assert _refused(tmp_path, {**STUDY, "defaults": {"epochs": 0}}).startswith(
+        "error: <inline>: defaults.epochs: expected"
+    )
 
 
 def test_options_are_checked_like_the_clis(tmp_path):
     assert _refused(tmp_path, STUDY, set={"epochs": 0}).startswith("error: set=: epochs: expected an integer ≥ 1")
     assert _refused(tmp_path, STUDY, sections=["1", "7"]) == (
-        "error: sections=: expected section ids of <inline>: 1, 2.b, got '7'")
+        "error: sections=: expected section ids of <inline>: 1, 2.b, got '7'"
+    )
     assert _refused(tmp_path, STUDY, colour="red").startswith(
-        "error: expgrid.run(colour=…): expected an option of expgrid.run: one of ")
-    assert _refused(tmp_path, STUDY, tracking_uri="ftp://x") .startswith("error: tracking_uri=: expected a URI of a scheme")
+        "error: expgrid.run(colour=…): expected an option of expgrid.run: one of "
+    )
+    assert _refused(tmp_path, STUDY, tracking_uri="ftp://x").startswith(
+        "error: tracking_uri=: expected a URI of a scheme"
+    )
     assert _refused(tmp_path, "no_such_study") == (
-        "error: no_such_study: expected a readable YAML file, got No such file or directory")
+        "error: no_such_study: expected a readable YAML file, got No such file or directory"
+    )
 
 
 def test_a_function_that_cannot_be_pickled_is_refused_in_one_line(tmp_path):
@@ -208,9 +217,18 @@ def test_a_function_that_cannot_be_pickled_is_refused_in_one_line(tmp_path):
 def test_a_study_file_runs_with_set_like_the_clis_set(ray_session, tmp_path, monkeypatch):
     import yaml
 
-    (tmp_path / "study.yaml").write_text(yaml.safe_dump({**STUDY, "study": "view-file", "sections": STUDY["sections"][:1]}))
+    (tmp_path / "study.yaml").write_text(
+        yaml.safe_dump({**STUDY, "study": "view-file", "sections": STUDY["sections"][:1]})
+    )
     monkeypatch.chdir(tmp_path)  # results/<study name> under the current directory, as the CLI's
     found = expgrid.run("study.yaml", set={"epochs": 1}, stream=io.StringIO())
     assert found.results_dir == tmp_path / "results" / "view-file"
     assert found.best("1")["epochs"] == 1
     assert set(found.trials()["epoch"]) == {1}
+
+
+def test_expgrid_traceback_brings_ipythons_own_traceback_back(monkeypatch):
+    error = StudyFileError("<inline>", expgrid.ConfigError("mode", "one of max, min", "up"))
+    assert error._render_traceback_() == ["error: <inline>: mode: expected one of max, min, got 'up'"]
+    monkeypatch.setenv("EXPGRID_TRACEBACK", "1")
+    assert not hasattr(error, "_render_traceback_")  # IPython then formats the traceback itself
