@@ -34,6 +34,12 @@ if TYPE_CHECKING:
     from expgrid.study_types import Study
     from expgrid.trainable_spec import TrainableSpec
 
+# What cluster/local_ray.py sets before Ray is imported (a local Ray listens on 127.0.0.1 only;
+# Ray reads it once, at its import), set as expgrid is imported: a notebook that imports ray
+# itself after expgrid (for ray.get_runtime_context, say) still gets a loopback-only local Ray.
+# setdefault: a user who set it keeps it, and the start refuses a Ray beyond loopback.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 INLINE = "<inline>"  # what errors call a study given as a dict
 # Beyond RunOptions' fields: what changes the study being loaded, as `expgrid run`'s options do.
 STUDY_OPTIONS = ("set", "overrides", "smoke", "data_root")
