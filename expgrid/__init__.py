@@ -22,6 +22,8 @@ from expgrid.reporter import StopTrial, data_parallel, report, restore
 if TYPE_CHECKING:
     from expgrid.results_view import Results
 
+# `open` is expgrid.open, left out of __all__: `from expgrid import *` must not replace the
+# builtin open of the importing module.
 __all__ = [
     "ConfigError",
     "Results",
@@ -33,7 +35,6 @@ __all__ = [
     "report",
     "restore",
     "run",
-    "open",
     "run_study",
     "shutdown",
     "trainable",
