@@ -125,7 +125,14 @@ def _wait_for_background_start() -> None:
         raise pending.error
 
 
+# What this process's Ray session is, when expgrid began it: "local" (a private local Ray it
+# started) or "attached" (a connection it made to a running cluster). None: no session, or one
+# the user began (their own ray.init), which shutdown_own() leaves alone.
+_own: str | None = None
+
+
 def _connect_now(address: str | None, num_cpus: int | None, num_gpus: int | None, connect_timeout: float) -> None:
+    global _own
     if ray.is_initialized():
         return
     if address is None and os.environ.get("RAY_ADDRESS"):
@@ -133,8 +140,10 @@ def _connect_now(address: str | None, num_cpus: int | None, num_gpus: int | None
     with _keeping_sigterm_handler():
         if address is None:
             _start_local(num_cpus, num_gpus)
+            _own = "local"
         else:
             _attach(address, connect_timeout)
+            _own = "attached"
 
 
 class _WithoutOptOutAdvice(logging.Filter):
@@ -264,7 +273,22 @@ def leave_without_waiting() -> None:
         local_ray.hand_over_shutdown()
 
 
+def shutdown_own() -> str | None:
+    """End the Ray session expgrid began in this process (``expgrid.shutdown()``): a local Ray it
+    started is shut down, a connection it made to a cluster is closed (the cluster stays up);
+    a session the user began with their own ``ray.init`` is left as it is. Returns what was
+    ended ("local", "attached"), None when nothing was. The next run starts afresh."""
+    _finish_background_start()  # a start still under way: let it finish, then end it
+    if _own is None or not ray.is_initialized():
+        return None
+    ended = _own
+    shutdown()
+    return ended
+
+
 def shutdown() -> None:
+    global _own
+    _own = None
     if ray.is_initialized():
         ray.shutdown()
     local_ray.forget()  # the record of a local Ray this process started, if any

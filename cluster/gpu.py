@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from expgrid.study import Resources
+from expgrid.trainable_spec import ships_by_value
 
 HEADROOM = 0.15  # share of GPU memory left free: allocator fragmentation, CUDA context, spikes
 # The smallest share is 1/1000: a tiny trial (a 45 MiB MLP on a 141 GiB GPU would fit 2,700
@@ -65,7 +66,8 @@ def resolve(
         if key in seen:
             continue
         seen.add(key)
-        peak, total = measure(spec.ref, plan.config, data_for(plan) if data_for else None)
+        code = spec.function() if ships_by_value(spec) else spec.ref  # a notebook's function: itself
+        peak, total = measure(code, plan.config, data_for(plan) if data_for else None)
         peaks.append((peak, total))
     peak, total = max(peaks)
     share = gpu_fraction(peak, total)
@@ -74,7 +76,7 @@ def resolve(
     return {"cpu": resources.cpu, "gpu": share}
 
 
-def dry_run_peak(ref: str, config: dict[str, Any], data: Any) -> tuple[int, int]:
+def dry_run_peak(ref: Any, config: dict[str, Any], data: Any) -> tuple[int, int]:
     """Run one epoch of the trainable on this process's GPU; return (peak bytes, GPU bytes).
 
     Runs inside a Ray task that holds one whole GPU (see ``measure_gpu_peak``)."""
@@ -87,7 +89,7 @@ def dry_run_peak(ref: str, config: dict[str, Any], data: Any) -> tuple[int, int]
         def _deliver(self, rows: list[dict[str, Any]], state: Any) -> None:
             raise reporter.StopTrial("dry run: one epoch is enough")
 
-    fn = import_ref(ref)
+    fn = import_ref(ref) if isinstance(ref, str) else ref
     torch.cuda.reset_peak_memory_stats()
     with reporter.active(_OneEpoch(reporter.TrialRules(metric="", mode="max", report_interval=0.0))):
         try:
@@ -97,7 +99,7 @@ def dry_run_peak(ref: str, config: dict[str, Any], data: Any) -> tuple[int, int]
     return int(torch.cuda.max_memory_allocated()), int(torch.cuda.get_device_properties(0).total_memory)
 
 
-def measure_gpu_peak(ref: str, config: dict[str, Any], data: Any) -> tuple[int, int]:
+def measure_gpu_peak(ref: Any, config: dict[str, Any], data: Any) -> tuple[int, int]:
     """Peak CUDA memory of one trial epoch, measured on a GPU of the cluster (a whole-GPU task).
 
     ``data``: the object reference of the section's data (``share``), which Ray resolves as the

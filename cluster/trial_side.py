@@ -112,8 +112,12 @@ class RaySession(reporter.Session):
 _functions: dict[str, Callable[..., Any]] = {}
 
 
-def _function(ref: str, code_path: str) -> Callable[..., Any]:
-    """The trainable named by ``ref``, imported once per worker process."""
+def _function(ref: str, code_path: str, by_value: dict[str, Callable[..., Any]] | None = None) -> Callable[..., Any]:
+    """The trainable named by ``ref``, imported once per worker process; or the function itself
+    when the driver sent it by value (``by_value``: ref → function, see
+    ``expgrid.trainable_spec.ships_by_value``: a notebook's function no worker can import)."""
+    if by_value and ref in by_value:
+        return by_value[ref]
     fn = _functions.get(ref)
     if fn is None:
         if code_path and code_path not in sys.path:
@@ -177,15 +181,17 @@ def _call(fn: Callable[..., Any], member: dict[str, Any], shared: dict[str, Any]
 
 
 def _trial_entry(param: dict[str, Any], shared: dict[str, Any] | None = None, code_path: str = "",
-                 launch_train: TrainLauncher | None = None) -> None:  # fmt: skip
+                 launch_train: TrainLauncher | None = None,
+                 by_value: dict[str, Callable[..., Any]] | None = None) -> None:  # fmt: skip
     """What each Tune trial runs: one expgrid trial, or a pack of them one after another.
 
     ``shared``: data id (a trial's ``data``) → object reference of that data (``share``);
-    ``launch_train``: what runs a trial planned as data-parallel (see TrainLauncher)."""
+    ``launch_train``: what runs a trial planned as data-parallel (see TrainLauncher);
+    ``by_value``: trial functions sent as themselves, by ref (see ``_function``)."""
     os.environ.update(TRIAL_ENV)
     members = param["expgrid"]["members"]
     if len(members) > 1:
-        _run_pack(param["expgrid"], shared, code_path)
+        _run_pack(param["expgrid"], shared, code_path, by_value)
         return
     member = members[0]
     session = RaySession(TrialRules.from_json(member["rules"]))
@@ -194,7 +200,7 @@ def _trial_entry(param: dict[str, Any], shared: dict[str, Any] | None = None, co
     session.launch_train = launch_train
     with reporter.active(session):
         try:
-            _call(_function(member["ref"], code_path), member, shared, session)
+            _call(_function(member["ref"], code_path, by_value), member, shared, session)
         except reporter.StopTrial:
             pass
         session.flush()
@@ -265,7 +271,8 @@ def _error_line(error: Exception) -> str:
     return lines[-1] if lines else type(error).__name__
 
 
-def _run_pack(pack_param: dict[str, Any], shared: dict[str, Any] | None, code_path: str) -> None:
+def _run_pack(pack_param: dict[str, Any], shared: dict[str, Any] | None, code_path: str,
+              by_value: dict[str, Callable[..., Any]] | None = None) -> None:  # fmt: skip
     saved = _load_checkpoint() or {"done": [], "current": None, "state": None}
     pack = _Pack(interval=pack_param["report_interval"], done=list(saved["done"]))
     for member in pack_param["members"]:
@@ -279,7 +286,7 @@ def _run_pack(pack_param: dict[str, Any], shared: dict[str, Any] | None, code_pa
         while True:
             with reporter.active(session):
                 try:
-                    _call(_function(member["ref"], code_path), member, shared)
+                    _call(_function(member["ref"], code_path, by_value), member, shared)
                     error = None
                 except reporter.StopTrial:
                     error = None

@@ -101,6 +101,9 @@ class TuneSection:
     keep_best_mode: str | None = None  # keep_best_by's direction (a select monitor's may differ); None: mode
     pack: int = 1  # trials per Tune trial (see "Packs" above); 1 for ASHA and best-epoch sections
     resume: bool = False  # restore the experiment at storage_path/name (unfinished and errored trials go on)
+    # Trial functions sent to the workers as themselves (ref → function), for those no worker
+    # can import by name (a notebook's): see expgrid.trainable_spec.ships_by_value.
+    by_value: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def tune_trials(self) -> list[dict[str, Any]]:
         interval = min((t["rules"]["report_interval"] for t in self.trials), default=1.0)
@@ -318,10 +321,12 @@ def _tune_trainable(section: TuneSection) -> Any:
     ``default_resource_request``), so it closes over two numbers, never the section: the
     section holds every trial config, and it used to hold the data itself — that is how a
     150 MiB dataset made "The actor ImplicitFunc is too large". The trial function closes over
-    the object references only (``share``); ``tune.with_parameters`` is not used since each
+    the object references only (``share``) and, for a notebook's trainable, the trial function
+    itself (``by_value``); ``tune.with_parameters`` is not used since each
     call leaves its parameter registry in Ray's post-init hooks for the life of the driver."""
     cpu, gpu = float(section.resources["cpu"]), float(section.resources.get("gpu", 0.0))
     shared, code_path = dict(section.shared), section.code_path
+    by_value = dict(section.by_value) or None  # pickled with the class by cloudpickle, by value
 
     def resources(param: dict[str, Any]) -> Any:
         members = param["expgrid"]["members"]
@@ -330,7 +335,7 @@ def _tune_trainable(section: TuneSection) -> Any:
         return tune.PlacementGroupFactory([{"CPU": cpu, "GPU": gpu}])
 
     def expgrid_trial(param: dict[str, Any]) -> None:
-        _trial_entry(param, shared, code_path, run_data_parallel)
+        _trial_entry(param, shared, code_path, run_data_parallel, by_value)
 
     # Tune keeps the trainable's name with an experiment and restores (--resume) only one of the
     # same name: the name the trial function had under tune.with_parameters.

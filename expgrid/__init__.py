@@ -1,6 +1,8 @@
 """expgrid: sectioned experiment grids on Ray Tune, tracked in MLflow. This package is the core.
 
-The facade: load and check a study, run it, and the reporter functions trainables call.
+The facade: run a study and look at its results (``run``, ``open``, ``Results``, ``shutdown``:
+``expgrid.api``, the notebook's API), load and check a study, and the reporter functions
+trainables call.
 
 The core depends on nothing above it. At module level its modules import no ray, mlflow, torch
 or torchvision, and never ``trainables`` or ``cluster``: trainables are found through entry points
@@ -11,11 +13,20 @@ by the tracking modules' functions and the writer process. The trial side of the
 tracking modules). tests/test_imports.py checks all of it.
 """
 
+from typing import TYPE_CHECKING
+
+from expgrid.api import open, run, shutdown  # noqa: A004 - expgrid.open reads a results directory
 from expgrid.errors import ConfigError, StudyFailed, StudyFileError
 from expgrid.reporter import StopTrial, data_parallel, report, restore
 
+if TYPE_CHECKING:
+    from expgrid.results_view import Results
+
+# `open` is expgrid.open, left out of __all__: `from expgrid import *` must not replace the
+# builtin open of the importing module.
 __all__ = [
     "ConfigError",
+    "Results",
     "StopTrial",
     "StudyFailed",
     "StudyFileError",
@@ -23,9 +34,20 @@ __all__ = [
     "load_study",
     "report",
     "restore",
+    "run",
     "run_study",
+    "shutdown",
     "trainable",
 ]
+
+
+def __getattr__(name):
+    # ``expgrid.Results`` without importing its module (and pandas' readers) at ``import expgrid``
+    if name == "Results":
+        from expgrid.results_view import Results
+
+        return Results
+    raise AttributeError(f"module 'expgrid' has no attribute {name!r}")
 
 
 def load_study(path, overrides=None):

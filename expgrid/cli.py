@@ -35,6 +35,7 @@ from expgrid.errors import (
 )
 from expgrid.interrupts import Interrupted
 from expgrid.locking import ResultsBusy
+from expgrid.study_paths import resolve_study_path  # noqa: F401 - also imported from here (README)
 from expgrid.tracking.ui import ui_command, ui_url
 
 
@@ -272,23 +273,6 @@ def _positive_seconds(text: str) -> float:
     if not (0 < value < math.inf):
         raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text}")
     return value
-
-
-def resolve_study_path(name: str) -> str:
-    """A path as given, or the name of a study shipped in search_spaces/ (with or without .yaml)."""
-    path = Path(name)
-    try:
-        if path.exists() or path.suffix in (".yaml", ".yml") and path.parent != Path("."):
-            return str(path)
-    except OSError:  # e.g. a name too long to be a path: loading it names the error
-        return str(path)
-    import search_spaces
-
-    shipped = Path(search_spaces.__file__).parent / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
-    try:
-        return str(shipped) if shipped.exists() else str(path)
-    except OSError:
-        return str(path)
 
 
 def _overrides(pairs: list[str]) -> dict[str, Any]:

@@ -10,13 +10,32 @@ The CLI prints that one line and exits with :data:`EXIT_INVALID` before Ray is s
 
 from __future__ import annotations
 
+import os
+
 EXIT_INVALID = 2  # bad study file or bad command-line value
 EXIT_FAILED = 1  # the study ran but could not finish (e.g. every trial of a section failed)
 EXIT_INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it)
 
 
 class ExpgridError(Exception):
-    """Base class of expgrid's own errors."""
+    """Base class of expgrid's own errors.
+
+    In IPython and Jupyter one shows as the line the CLI prints (``error: FILE: FIELD: expected
+    …, got …``), not a traceback: IPython shows what an exception's ``_render_traceback_``
+    returns instead of its traceback. ``EXPGRID_TRACEBACK=1`` brings the traceback back."""
+
+    shown_as = "error"  # the word before the message, as the CLI prints it
+    hint = ""  # what to do next, shown after the message (set by whoever raises it on)
+
+    def one_line(self) -> str:
+        text = f"{self.shown_as}: {self}" + (f"; {self.hint}" if self.hint else "")
+        return " ".join(text.split())  # a trial's error text may span lines
+
+    @property
+    def _render_traceback_(self):  # noqa: ANN202 - IPython's hook: hasattr, then call
+        if os.environ.get("EXPGRID_TRACEBACK"):
+            raise AttributeError("_render_traceback_")  # hasattr is False: IPython's own traceback
+        return lambda: [self.one_line()]
 
 
 class Text(str):
@@ -81,10 +100,14 @@ class UnknownNameError(ConfigError):
 class StudyFailed(ExpgridError):
     """The study could not go on (e.g. every trial of a section failed or diverged)."""
 
+    shown_as = "study stopped"
+
 
 class ClusterUnreachable(StudyFailed):
     """No Ray cluster could be attached at the ``--address`` given; the message names it (exit
     1: the address may well be right and the cluster down or starting)."""
+
+    shown_as = "error"
 
     def __init__(self, address: str, problem: str):
         self.address = address

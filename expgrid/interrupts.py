@@ -29,6 +29,8 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 class Interrupted(ExpgridError):
     """The study stopped before it finished; what ran is in the results directory."""
 
+    shown_as = "interrupted"
+
     def __init__(self, message: str, section: str | None = None, exit_code: int = EXIT_INTERRUPTED):
         super().__init__(message)
         self.section = section  # the section it cut short (None: between sections)

@@ -35,7 +35,7 @@ from expgrid.study_types import Resources, Section, Study
 from expgrid.tracking import Tracker, default_tracking_uri
 from expgrid.tracking import notes as tracking_notes
 from expgrid.trainable_lookup import resolve_trainable
-from expgrid.trainable_spec import TrainableSpec, data_key_of
+from expgrid.trainable_spec import TrainableSpec, data_key_of, ships_by_value
 from expgrid.wording import describe as _describe
 
 
@@ -44,11 +44,18 @@ def prepare(path: str | Path, overrides: dict[str, Any] | None = None, smoke: bo
     """Load and fully check a study (no Ray). Raises StudyFileError. ``smoke``: plan the tiny
     version of every section (see ``Study.smoke``). ``check_data``: also check the data files
     the trials name (``expgrid.datacheck``); `expgrid show` leaves them out."""
-    study = load_study(path, overrides)
-    try:
-        spec = resolve_trainable(study.trainable)
-    except ConfigError as e:
-        raise StudyFileError(study.path, e) from None
+    return prepare_loaded(load_study(path, overrides), smoke=smoke, check_data=check_data)
+
+
+def prepare_loaded(study: Study, spec: TrainableSpec | None = None, smoke: bool = False,
+                   check_data: bool = True) -> tuple[Study, TrainableSpec]:  # fmt: skip
+    """:func:`prepare` of a study already read (from a file, or a mapping: ``expgrid.run``);
+    ``spec``: its trainable when the study gave the function itself (else looked up by name)."""
+    if spec is None:
+        try:
+            spec = resolve_trainable(study.trainable)
+        except ConfigError as e:
+            raise StudyFileError(study.path, e) from None
     if smoke:
         if spec.smoke is None:
             raise StudyFileError(study.path, ConfigError("trainable", "a trainable with smoke settings for --smoke", study.trainable))
@@ -314,6 +321,7 @@ def _run_section(
         keep_best_mode=section.select.by(study.metric, study.mode)[1],
         pack=pack,
         resume=resume,
+        by_value={spec.ref: spec.function()} if ships_by_value(spec) else {},
     )
     events.storage = storage
     # A stop asked for while Ray started or the data loaded: no Tune run to start.

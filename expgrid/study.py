@@ -41,6 +41,7 @@ __all__ = [
     "Selection",
     "Study",
     "is_number",
+    "load_inline",
     "load_study",
     "parse_study",
     "read_text",
@@ -89,6 +90,30 @@ def load_study(path: str | Path, overrides: Mapping[str, Any] | None = None) -> 
         return parse_study(raw, path, overrides)
     except ConfigError as e:
         raise StudyFileError(path, e) from None
+
+
+def load_inline(raw: Any, path: str = "<inline>", overrides: Mapping[str, Any] | None = None) -> Study:
+    """A study given as a mapping instead of a file (``expgrid.run({...})`` in a notebook): the
+    same rules as a file's YAML, its errors naming ``path`` and the field, e.g.
+    ``<inline>: sections[1].grid.x: expected a non-empty list of values, got []``. Tuples read
+    as lists (YAML has only lists); the mapping given is not changed."""
+    overrides = overrides if isinstance(overrides, Overrides) else Overrides(overrides)
+    _check_overrides(overrides)
+    try:
+        return parse_study(_as_yaml(raw), path, overrides)
+    except ConfigError as e:
+        raise StudyFileError(path, e) from None
+
+
+def _as_yaml(value: Any, enclosing: frozenset[int] = frozenset()) -> Any:
+    """A copy with mappings as dicts and tuples as lists, as a YAML file would give them. A
+    value that contains itself is left as it is, for check_values to name."""
+    if not isinstance(value, (Mapping, list, tuple)) or id(value) in enclosing:
+        return value
+    inner = enclosing | {id(value)}
+    if isinstance(value, Mapping):
+        return {key: _as_yaml(child, inner) for key, child in value.items()}
+    return [_as_yaml(child, inner) for child in value]
 
 
 def read_text(path: str) -> str:

@@ -13,6 +13,9 @@
   (:func:`register_trainable`: tests, notebooks) come first.
 - **``package.module:function``**: a user's own function, importable from the current
   directory; decorate it with ``expgrid.trainable`` to declare its parameters and metrics.
+- **A function itself** (a study given as a dict to ``expgrid.run``, e.g. one defined in a
+  notebook cell): :func:`function_trainable`. One Ray workers cannot import by name travels to
+  them by value (``expgrid.trainable_spec.ships_by_value``).
 """
 
 from __future__ import annotations
@@ -129,3 +132,30 @@ def _distribution(ep: EntryPoint) -> str:
     dist = getattr(ep, "dist", None)
     return f"{dist.name} {dist.version}" if dist is not None else "unknown distribution"
 
+
+
+def function_trainable(fn: Any, field: str = "trainable") -> TrainableSpec:
+    """The spec of a function given as ``trainable:`` (decorated with ``expgrid.trainable`` or
+    not), named ``module:qualname`` (``__main__:train`` for a notebook's). One that must travel
+    by value is pickled here, as Ray will pickle it, so that a function Ray cannot ship (it
+    holds a lock, an open file, a CUDA tensor) is refused in one line before anything starts."""
+    from expgrid.trainable_spec import ships_by_value
+
+    name = f"{getattr(fn, '__module__', None) or '__main__'}:{getattr(fn, '__qualname__', type(fn).__name__)}"
+    spec = spec_of(fn, name)
+    if spec is None:
+        raise ConfigError(field, "a registered name, package.module:function, or a function", Text(repr(fn)))
+    spec = _with_ref(spec, name)
+    if ships_by_value(spec):
+        import cluster.local_ray  # noqa: F401 - first: it sets what Ray reads at import (a local Ray on 127.0.0.1)
+
+        # isort: split
+        from ray import cloudpickle  # what Ray ships functions with
+
+        try:
+            cloudpickle.dumps(spec.fn)
+        except Exception as e:  # noqa: BLE001 - whatever the pickler refuses, named in one line
+            why = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+            raise ConfigError(field, "a function Ray can send to its workers (cloudpickle), or one in a module "
+                              "named as trainable: \"package.module:function\"", Text(f"{name} ({why})")) from None
+    return spec

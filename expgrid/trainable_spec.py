@@ -156,6 +156,17 @@ def spec_of(obj: Any, name: str) -> TrainableSpec | None:
     return None
 
 
+def ships_by_value(spec: TrainableSpec) -> bool:
+    """Whether Ray workers get the trial function itself (pickled by value with cloudpickle, as
+    Ray pickles a task's function) rather than its ``module:function`` name: a function no
+    worker could import by name, i.e. one defined in ``__main__`` (a notebook's cell, a script)
+    or inside another function."""
+    fn = spec.fn
+    if isinstance(fn, FunctionRef):
+        return False
+    return getattr(fn, "__module__", None) in (None, "__main__") or "<locals>" in getattr(fn, "__qualname__", "")
+
+
 def data_key_of(spec: TrainableSpec, config: dict[str, Any]) -> Hashable:
     """Which configs share one dataset: the trainable's ``data_key``, else the whole config."""
     import json

@@ -64,13 +64,19 @@ def trial_rows(facts: StudyFacts, sections: Sequence[SectionResults]) -> list[di
     return rows
 
 
-def write_trials(path: Path, facts: StudyFacts, sections: Sequence[SectionResults]) -> Path:
+def trials_frame(facts: StudyFacts, sections: Sequence[SectionResults]) -> Any:
+    """The DataFrame the Parquet file holds (``expgrid.open(...).trials()`` too)."""
     import pandas as pd
 
     frame = pd.DataFrame(trial_rows(facts, sections))
     for column in frame.columns:
         if frame[column].dtype == object:
             frame[column] = _one_type(frame[column])
+    return frame
+
+
+def write_trials(path: Path, facts: StudyFacts, sections: Sequence[SectionResults]) -> Path:
+    frame = trials_frame(facts, sections)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".parquet.tmp")
     frame.to_parquet(tmp, index=False)
