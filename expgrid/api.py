@@ -79,7 +79,7 @@ def run(study: str | Path | Mapping[str, Any], **options: Any) -> Results:
                       "expgrid.run(<the same study>, resume=True) continues")  # fmt: skip
         raise
     print(f"Results: {outcome.results_dir}   (expgrid.open({str(outcome.results_dir)!r}) reads them again)", file=out)
-    print(f"MLflow UI: {ui_command(outcome.tracking_uri)}   then browse {ui_url(outcome.tracking_uri)}", file=out)
+    print(f"MLflow UI: {ui_command(outcome.tracking_uri)}   then browse {ui_url(outcome.tracking_uri, outcome.experiment_id)}", file=out)
     return open(outcome.results_dir)
 
 
