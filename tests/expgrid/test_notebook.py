@@ -174,7 +174,11 @@ def test_a_run_leaves_the_cells_output_as_it_printed_it(executed):
     """Tune's notebook reporter would clear the cell (clear_output) and leave an empty HTML
     display in it: expgrid's lines, from the study's first on, stay."""
     _, outputs = executed
-    assert not [out for out in outputs["first run"] if out.output_type == "display_data"]
+    displays = [out for out in outputs["first run"] if out.output_type == "display_data"]
+    # Only expgrid's own progress, one per section (tests/expgrid/test_notebook_progress.py),
+    # none of them empty: Tune's would be.
+    assert [d.data["text/plain"].split()[:2] for d in displays] == [["1", "X"], ["2", "X"]], displays
+    assert all("done" in d.data["text/html"] for d in displays)
     text = _text(outputs["first run"])
     assert "Study nb-quad: 2 sections" in text and "1 X: best 1 (x=1)" in text
     assert text.rstrip().splitlines()[-3].startswith("Results: ")  # then the MLflow UI line, not the summary

@@ -135,12 +135,15 @@ def test_html_and_repr_show_the_summary(results):
 def test_mlflow_ui_names_the_store_and_the_experiments_runs(results):
     from mlflow.tracking import MlflowClient
 
+    from expgrid.tracking.ui import ui_url
+
     found, _ = results
     ui = found.mlflow_ui()
     uri = f"sqlite:///{found.results_dir / 'mlflow.db'}"
     assert ui.command == f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
     experiment = MlflowClient(uri).get_experiment_by_name("view-toy")
-    assert ui.url == f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs"
+    assert ui.url.startswith(f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs?")
+    assert ui.url == ui_url(uri, experiment.experiment_id)  # the runs table `expgrid run` prints
 
 
 def test_open_reads_the_same_results_and_refuses_other_directories(results, tmp_path):
