@@ -73,7 +73,7 @@ def serve(parent: int, reply_fd: int) -> None:
                 return
             if call is not None and call[0] == "deadline":
                 # Read here, not in turn: it is for the calls queued before it.
-                writer.deadline = _Deadline.of(*call[1])
+                writer.deadline = Deadline.of(*call[1])
                 continue
             calls.put(call)
             if call is None:
@@ -133,7 +133,7 @@ class _Replies:
 
 
 @dataclasses.dataclass
-class _Deadline:
+class Deadline:
     """When the writer starts no new call: ``idle`` seconds after the last call it finished (a
     store that stopped answering), and at ``last`` whatever the progress; ``why`` says so."""
 
@@ -143,7 +143,7 @@ class _Deadline:
     progressed: float  # monotonic time of the last call finished
 
     @classmethod
-    def of(cls, idle: float, why: str, longest: float | None = None) -> _Deadline:
+    def of(cls, idle: float, why: str, longest: float | None = None) -> Deadline:
         now = time.monotonic()
         return cls(idle, now + (idle if longest is None else max(longest, idle)), why, now)
 
@@ -175,7 +175,7 @@ class Writer:
         self.errors: list[str] = []
         self.opened = False
         self.stopped: str | None = None  # why the mirror stopped (the store down, the deadline)
-        self.deadline: _Deadline | None = None  # set by the driver at the study's end
+        self.deadline: Deadline | None = None  # set by the driver at the study's end
         # Called about once a second while calls finish after the deadline was set: the driver
         # waits for a writer that makes progress (see tracking.Tracker.finish).
         self.on_progress: Callable[[], None] | None = None
