@@ -214,12 +214,13 @@ class Writer:
             return
         try:
             getattr(self, method)(*args)
-            self._progressed()
         except _StoreDown:
             pass  # counted where it was found
         except Exception as e:  # a tracking hiccup must not end the study; the results stay on disk
             with contextlib.suppress(_StoreDown):
                 self._failed(method, e, key, points, artifacts)
+        if self.stopped is None:
+            self._progressed()  # the call ended (a failed one too: the store answered the check after it)
 
     def _check_deadline(self) -> None:
         if self.stopped is None and self.deadline is not None and self.deadline.passed():

@@ -1,6 +1,6 @@
 """The MLflow writer process's store work (``expgrid.tracking.writer.Writer``), on a real SQLite store:
 a trial's run written at its end holds what a run written while it ran holds; a resumed trial's
-run ends with every epoch once. And the process (through ``Tracker``): it does
+run ends with every epoch once; a backlog is written while calls keep finishing. And the process (through ``Tracker``): it does
 not get the terminal's Ctrl-C, it exits when the driver dies, and a server that is gone or never
 answers costs a bounded wait and a count of what was not written."""
 
@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from expgrid.cli import main
 from expgrid.tracking import MIRROR_WAIT, Tracker
-from expgrid.tracking.writer import Writer, Deadline
+from expgrid.tracking.writer import Deadline, Writer
 
 
 def _writer(tmp_path: Path) -> Writer:
