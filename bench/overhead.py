@@ -4,7 +4,11 @@ script with Tune's default settings.
 ``--trials 100 1000 10000``: each size runs in a fresh subprocess (its own local Ray, started
 as `expgrid run` starts it), so that the driver's peak RSS is that size's own; printed per size:
 seconds per trial (everything a section costs: planning, Tune, records, MLflow's mirror) and the
-driver's peak RSS. Targets (issue 16): ≤ 0.02 s per trial at every size, RSS ≤ 1 GB at 10,000.
+driver's peak RSS; and where each trial's milliseconds went: wall time inside Tune's run, in the
+section report and in the study's wait for the MLflow mirror, and CPU time of the driver, of the
+MLflow writer process and of the local Ray's processes still alive at the end (the trial actors
+have ended by then: their CPU is mostly not in it). Targets (issue 16): ≤ 0.02 s per trial at
+every size, RSS ≤ 1 GB at 10,000.
 Plain Tune runs once, in a subprocess of its own, at ``--baseline-trials`` (default: the
 smallest size; it takes about a second per trial, so 10,000 would take hours).
 
@@ -47,6 +51,67 @@ def plain_tune(trials: int, reports: int, storage: str) -> float:
     return time.perf_counter() - start
 
 
+class _Phases:
+    """Where a section's seconds go: wall time inside Tune's run, the section report, the study's
+    wait for the MLflow mirror (``Tracker.finish``); the driver's CPU time; the writer process's
+    CPU time (a child the driver waits for: RUSAGE_CHILDREN once it has exited)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {"tune": 0.0, "section report": 0.0, "mirror wait": 0.0}
+
+    def timed(self, name: str, fn):  # noqa: ANN001, ANN202 - a wrapper for the bench only
+        def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - start
+
+        return wrapper
+
+    def __enter__(self) -> _Phases:
+        import cluster.tune_section as tune_section
+        from expgrid import runner, tracking
+
+        self._saved = (tune_section.run_section, runner._section_report, tracking.Tracker.finish)
+        tune_section.run_section = self.timed("tune", tune_section.run_section)
+        runner._section_report = self.timed("section report", runner._section_report)
+        tracking.Tracker.finish = self.timed("mirror wait", tracking.Tracker.finish)
+        self._cpu = (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+        self._ray_cpu = _descendants_cpu()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import cluster.tune_section as tune_section
+        from expgrid import runner, tracking
+
+        tune_section.run_section, runner._section_report, tracking.Tracker.finish = self._saved
+        me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.seconds["driver CPU"] = me.ru_utime + me.ru_stime - self._cpu[0].ru_utime - self._cpu[0].ru_stime
+        self.seconds["writer CPU"] = (children.ru_utime + children.ru_stime
+                                      - self._cpu[1].ru_utime - self._cpu[1].ru_stime)  # fmt: skip
+        after = _descendants_cpu()
+        self.seconds["Ray CPU"] = sum(cpu - self._ray_cpu.get(pid, 0.0) for pid, cpu in after.items())
+
+
+def _descendants_cpu() -> dict[int, float]:
+    """CPU seconds of every live descendant of this process: the local Ray's daemons and its
+    workers (the trial actors); the writer has exited by the end and is counted apart."""
+    import psutil
+
+    found = {}
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times = child.cpu_times()
+            found[child.pid] = times.user + times.system
+        except psutil.Error:
+            continue
+    return found
+
+
+_phases: list[dict[str, float]] = []
+
+
 def through_expgrid(trials: int, reports: int, cpu: float, folder: Path, mlflow: str = "writer") -> float:
     from expgrid import runner
     from expgrid.runner import RunOptions, prepare, run_study
@@ -65,10 +130,12 @@ def through_expgrid(trials: int, reports: int, cpu: float, folder: Path, mlflow:
 
         runner.Tracker = AsyncTracker
     try:
-        start = time.perf_counter()  # everything a section costs: planning, Tune, records, MLflow
         output = io.StringIO()
-        outcome = run_study(study_obj, spec, RunOptions(results_dir=folder / "results", stream=output))
-        seconds = time.perf_counter() - start
+        with _Phases() as phases:
+            start = time.perf_counter()  # everything a section costs: planning, Tune, records, MLflow
+            outcome = run_study(study_obj, spec, RunOptions(results_dir=folder / "results", stream=output))
+            seconds = time.perf_counter() - start
+        _phases.append(phases.seconds)
         # The study's end waits at most tracking.MIRROR_WAIT for MLflow: say whether it was all written.
         _mirror.append(next((line for line in output.getvalue().splitlines() if "mirror incomplete" in line), "complete"))
     finally:
@@ -125,7 +192,8 @@ def _child(args: argparse.Namespace) -> None:
             seconds = through_expgrid(args.child, args.reports, args.cpu_per_trial, Path(tmp) / "grid", args.mlflow)
         _, peak = _rss_mb()
     print("FIGURES " + json.dumps({"trials": args.child, "seconds": seconds, "rss_before_mb": before,
-                                   "peak_rss_mb": peak, "mirror": (_mirror or ["-"])[-1]}), flush=True)  # fmt: skip
+                                   "peak_rss_mb": peak, "mirror": (_mirror or ["-"])[-1],
+                                   "phases": (_phases or [{}])[-1]}), flush=True)  # fmt: skip
 
 
 def _in_subprocess(args: argparse.Namespace, trials: int, plain: bool) -> dict | None:
@@ -152,6 +220,9 @@ def _sizes(args: argparse.Namespace) -> None:
         rows.append(f)
         print(f"{'expgrid':11} {trials:>7} {f['seconds']:>8.1f} {f['seconds'] / trials:>8.4f} {f['peak_rss_mb']:>13.0f} MB"
               f"  ({f['rss_before_mb']:.0f} MB)  MLflow mirror: {f['mirror']}", flush=True)  # fmt: skip
+        if f.get("phases"):  # ms per trial
+            print(" " * 12 + "ms/trial: " + ", ".join(f"{k} {1000 * v / trials:.1f}" for k, v in f["phases"].items()),
+                  flush=True)  # fmt: skip
     if args.expgrid_only:
         return
     baseline = args.baseline_trials or min(args.trials)

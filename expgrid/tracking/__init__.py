@@ -43,12 +43,17 @@ from expgrid.tracking.preflight import preflight
 from expgrid.tracking.server import bounded_http_env, is_http, longest_call
 from expgrid.tracking.store import fold_write_ahead_log, sqlite_path
 
-__all__ = ["MIRROR_WAIT", "MirrorReport", "Tracker", "carried_tags", "default_tracking_uri", "parent_tags", "preflight",
+__all__ = ["MIRROR_WAIT", "MIRROR_WAIT_MAX", "MirrorReport", "Tracker", "carried_tags", "default_tracking_uri", "parent_tags", "preflight",
            "trial_run_name"]
 
-# The longest the study's end waits for the MLflow mirror (seconds). What is not written by
-# then is counted and printed with the `expgrid sync` command that adds it.
+# How long the study's end waits for the MLflow mirror (seconds): at most MIRROR_WAIT for the
+# writer to finish its next call, at most MIRROR_WAIT_MAX in all. A section of many short trials
+# can leave a backlog that a healthy store takes minutes to write (three MLflow calls per trial's
+# run, about 12 ms on SQLite: 10,000 no-op trials end in ~30 s, their runs take ~2 min); a store
+# that stopped answering costs MIRROR_WAIT. What is not written then is counted and printed with
+# the `expgrid sync` command that adds it.
 MIRROR_WAIT = 60.0
+MIRROR_WAIT_MAX = 600.0
 
 # The ledger is one JSON file rewritten whole (7 ms at 10,000 trials, 70 ms at 100,000): saved
 # for every reply of new run ids, a section of many short trials spent O(trials) per trial on it.
@@ -265,10 +270,11 @@ class Tracker:
                 return True
         return False
 
-    def finish(self, wait: float = MIRROR_WAIT) -> MirrorReport:
-        """End the writer: it writes what is queued for at most ``wait`` seconds in all, then
-        says what it could not write (see :class:`MirrorReport`). Never raises, never waits
-        longer; a writer that does not answer in time is killed."""
+    def finish(self, wait: float = MIRROR_WAIT, longest: float = MIRROR_WAIT_MAX) -> MirrorReport:
+        """End the writer: it writes what is queued while it keeps finishing calls (at most
+        ``wait`` seconds without one, ``longest`` in all), then says what it could not write (see
+        :class:`MirrorReport`). Never raises, never waits longer; a writer that does not answer
+        in time is killed."""
         if self._report is not None:
             return self._report
         started = time.monotonic()
@@ -276,24 +282,30 @@ class Tracker:
         if not self._closed:
             self._closed = True
             # The writer stops starting calls early enough that the one under way ends in time
-            # (with the default bounds: after 24 s of the 60).
+            # (with the default bounds: 24 s after the last call it finished, of the 60).
             stop_after = max(wait - self._longest_call - 2.0, 0.0)
-            self.writer.send(("deadline", (stop_after, f"not written within the {wait:g} s the study's end waits for it")))
+            last_call = max(longest - self._longest_call - 2.0, stop_after)
+            late = f"not written within the time the study's end waits for it ({wait:g} s for a call, {longest:g} s in all)"
+            self.writer.send(("deadline", (stop_after, late, last_call)))
             self.writer.send(None)
-            while (left := started + wait - time.monotonic()) > 0:
+            progressed = started  # the writer says so about once a second while it finishes calls
+            while (left := min(progressed + wait, started + max(longest, wait)) - time.monotonic()) > 0:
                 try:
                     answer = self.writer.answers.get(timeout=left)
                 except queue.Empty:
                     break
                 if answer is None:
                     break  # it ended without its last word
-                if answer[0] == "final":
+                if answer[0] == "progress":
+                    progressed = time.monotonic()
+                elif answer[0] == "final":
                     final = answer[1]
                     break
         why = None
         if final is None:
             code = self.writer.poll()
-            why = (f"the MLflow writer did not finish within {wait:g} s and was stopped" if code is None
+            waited = wait if time.monotonic() - started < max(longest, wait) else max(longest, wait)
+            why = (f"the MLflow writer did not finish within {waited:g} s and was stopped" if code is None
                    else f"the MLflow writer process ended (exit code {code})")  # fmt: skip
         self.writer.end(grace=5.0 if final is not None else 0.0)
         database = sqlite_path(self.uri)

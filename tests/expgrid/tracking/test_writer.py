@@ -1,6 +1,6 @@
 """The MLflow writer process's store work (``expgrid.tracking.writer.Writer``), on a real SQLite store:
 a trial's run written at its end holds what a run written while it ran holds; a resumed trial's
-run ends with every epoch once. And the process (through ``Tracker``): it does
+run ends with every epoch once; a backlog is written while calls keep finishing. And the process (through ``Tracker``): it does
 not get the terminal's Ctrl-C, it exits when the driver dies, and a server that is gone or never
 answers costs a bounded wait and a count of what was not written."""
 
@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from expgrid.cli import main
 from expgrid.tracking import MIRROR_WAIT, Tracker
-from expgrid.tracking.writer import Writer
+from expgrid.tracking.writer import Deadline, Writer
 
 
 def _writer(tmp_path: Path) -> Writer:
@@ -248,3 +248,35 @@ def test_a_garbage_run_id_ledger_is_one_line_before_anything_starts(tmp_path, wr
                   "runs by their tags\n"
     # No store, no writer, no Ray: only the lock the refused run held while it read the records.
     assert sorted(p.name for p in results.iterdir()) == ["expgrid.lock", "mlflow.json"]
+
+
+# --- the study's end: a backlog written while the writer keeps finishing calls ------------------
+
+
+def _backlog(writer: Writer, trials: int) -> None:
+    """The calls of ``trials`` short trials, queued faster than the store takes them."""
+    for index in range(trials):
+        writer.do("start_trial", ("a", index, f"a/{index}", {"lr": index}, {}, 1_000, [], None))
+        for epoch in (1, 2):
+            writer.do("log_epoch", ("a", index, epoch, 2_000 + epoch, [("score", float(epoch))]))
+        writer.do("end_trial", ("a", index, "FINISHED", {"expgrid.status": "completed"}, 3_000))
+
+
+def test_a_backlog_longer_than_the_wait_for_one_call_is_written_while_calls_finish(tmp_path):
+    """The study's end waits for each call (``idle``), not for the whole backlog: 300 trials' runs
+    take seconds, each call milliseconds. The same backlog with a bound on the whole (``longest``
+    far below it) stops with what it lacks counted: the bound is what ends it."""
+    writer = _writer(tmp_path)
+    progress: list[float] = []
+    writer.on_progress = lambda: progress.append(time.monotonic())
+    writer.deadline = Deadline.of(2.0, "too late", longest=600.0)
+    _backlog(writer, 300)
+    assert (writer.stopped, writer.incomplete, writer.errors) == (None, set(), [])
+    runs = writer.client.search_runs([writer.experiment_id], "tags.`expgrid.kind` = 'trial'", max_results=1000)
+    assert len(runs) == 300 and {r.info.status for r in runs} == {"FINISHED"}
+    assert progress  # the driver hears that the writer is still finishing calls
+
+    bounded = _writer(tmp_path / "bounded")
+    bounded.deadline = Deadline.of(2.0, "too late", longest=0.2)
+    _backlog(bounded, 300)
+    assert bounded.stopped == "too late" and len(bounded.incomplete) > 0
