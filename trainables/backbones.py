@@ -36,6 +36,7 @@ from torch import nn
 
 from expgrid.errors import ConfigError
 from expgrid.registry import Registry
+from trainables import pretrained_files
 
 VIT_PATCH = 16  # pixels per ViT patch side (vit_b_16)
 VIT_PRETRAINED_SIZE = 224  # the image side vit_b_16's ImageNet position embeddings were trained at
@@ -100,25 +101,10 @@ def weights_file(
 ) -> Path:
     """The file ``pretrained`` loads for architecture ``name``; ConfigError when it is not there.
 
-    ``weights``: an explicit path (must exist); None: torchvision's cache file for ``name``."""
-    arch = ARCHITECTURES.get(name, "model.name")
-    if weights is not None:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise ConfigError(
-                field, f"an existing file of {name} ImageNet weights (a torch.save'd state_dict)", str(path)
-            )
-        return path
-    file_name = arch.weights_file_name()
-    path = Path(torch.hub.get_dir()) / "checkpoints" / file_name
-    if not path.is_file():
-        raise ConfigError(
-            field,
-            f"pretrained {name} weights, which are never downloaded here: put torchvision's {file_name} at {path} "
-            f"(TORCH_HOME sets the cache), or give its path as {field}, or {untrained}",
-            show_got=False,
-        )
-    return path
+    ``weights``: an explicit path (must exist); None: torchvision's cache file for ``name``, in
+    ``torch.hub.get_dir()`` (the torch-free lookup ``expgrid validate`` makes: ``pretrained_files``)."""
+    ARCHITECTURES.get(name, "model.name")
+    return pretrained_files.weights_file(name, weights, field, untrained, hub=torch.hub.get_dir())
 
 
 def load_imagenet_weights(

@@ -30,8 +30,8 @@ sys.exit(rc)
 """
 
 
-def validate(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def validate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
         [sys.executable, "-c", WRAPPER, "validate", *args], capture_output=True, text=True, env=env, cwd=ROOT,
         timeout=120,
@@ -64,7 +64,7 @@ CASES = {
     "digits_demo": lambda d: [],
     "fashion_mnist": lambda d: ["--set", f"dataset.path={d['npz']}"],
     "cifar10": lambda d: ["--data-root", str(d["cifar"])],
-    # pretrained weights are looked up through torchvision (the one check that needs torch): untrained here
+    # untrained here; pretrained (weights files looked up): test_reid_pretrained_weights_are_checked_without_torch
     "reid_veri776": lambda d: ["--data-root", str(d["veri"]), "--set", "model.pretrained=false"],
 }
 
@@ -88,16 +88,62 @@ def test_a_bad_model_option_is_the_same_one_line_error_without_torch():
 
 
 def test_a_pretrained_torchvision_model_still_checks_its_weights(tmp_path):
-    """The weights lookup needs torchvision (the cache file's name): it still runs, and says what is missing."""
-    env_home = {"TORCH_HOME": str(tmp_path)}
-    proc = subprocess.run(
-        [sys.executable, "-c", WRAPPER, "validate", "digits_demo", "--set", "mode=linear_probe",
-         "--set", "model.name=resnet18", "--set", "model.hidden=null"],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT), **env_home}, cwd=ROOT, timeout=120,
-    )  # fmt: skip
+    """A pretrained mode's weights file is looked up (by torchvision's name for it, from the
+    torch-free table), and a missing one is named, still without torch."""
+    proc = validate("digits_demo", "--set", "mode=linear_probe", "--set", "model.name=resnet18",
+                    "--set", "model.hidden=null", env={"TORCH_HOME": str(tmp_path)})  # fmt: skip
     assert proc.returncode == 2
     (line,) = proc.stderr.splitlines()
-    assert "model.weights: expected pretrained resnet18 weights" in line and str(tmp_path) in line
+    assert "model.weights: expected pretrained resnet18 weights" in line
+    assert str(tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in line
+    assert heavy_of(proc) == []
+
+
+def test_reid_pretrained_weights_are_checked_without_torch(tmp_path, data):
+    """reid's default ``model.pretrained: true``: each model's weights file must be in torch.hub's
+    cache; validate says which one is missing, and passes once they are all there."""
+    from trainables.pretrained_files import WEIGHTS_FILES
+
+    args, env = ["--data-root", str(data["veri"])], {"TORCH_HOME": str(tmp_path)}
+    missing = validate("reid_veri776", *args, env=env)
+    assert missing.returncode == 2
+    (line,) = missing.stderr.splitlines()
+    assert "expected pretrained" in line and str(tmp_path / "hub" / "checkpoints") in line
+    assert any(name in line for name in WEIGHTS_FILES.values())
+    assert heavy_of(missing) == []
+
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    for name in WEIGHTS_FILES.values():
+        (cache / name).write_bytes(b"")  # validate checks that the file is there, not what it holds
+    found = validate("reid_veri776", *args, env=env)
+    assert found.returncode == 0, found.stderr
+    assert ": OK — study" in found.stdout
+    assert heavy_of(found) == []
+
+
+def test_pretrained_file_names_equal_torchvisions():
+    from trainables import backbones, pretrained_files
+
+    assert pretrained_files.WEIGHTS_FILES == {
+        name: backbones.ARCHITECTURES.get(name).weights_file_name() for name in backbones.ARCHITECTURES.names()
+    }
+
+
+@pytest.mark.parametrize(
+    "env", [{}, {"TORCH_HOME": "/opt/th"}, {"TORCH_HOME": "~/th"}, {"XDG_CACHE_HOME": "/var/cache/x"},
+            {"TORCH_HOME": "/opt/th", "XDG_CACHE_HOME": "/var/cache/x"}],
+)  # fmt: skip
+def test_hub_dir_equals_torch_hub(env, monkeypatch):
+    import torch.hub
+
+    from trainables import pretrained_files
+
+    for name in ("TORCH_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert pretrained_files.hub_dir() == Path(torch.hub.get_dir())
 
 
 # --- the tables equal what the torch code derives ----------------------------------------------

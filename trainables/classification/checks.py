@@ -1,8 +1,8 @@
 """``classify``'s config checks, without torch: what ``expgrid validate`` runs per trial config.
 
 Each check reads the option tables of ``options.py``, never a builder, so a study is checked
-without importing torch. Only a pretrained mode of a torchvision model imports it
-(``backbones.weights_file`` asks torchvision for the weights' file name). The torch modules
+without importing torch; a pretrained mode of a torchvision model looks its weights file up by
+the name torchvision gives it, written out in ``trainables.pretrained_files``. The torch modules
 re-export these checks under their old names (``models.check_model``, ``optim.check_optimizer`` …).
 """
 
@@ -43,6 +43,7 @@ from trainables.classification.options import (
     TRANSFORMS,
 )
 from trainables.classification.two_d import POINT_MODELS, is_point_dataset
+from trainables.pretrained_files import weights_file as pretrained_weights_file
 
 
 def full_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -182,11 +183,8 @@ def check_mode(mode: Any, model_cfg: Mapping[str, Any]) -> None:
     if weights is not None and not isinstance(weights, (str, Path)):
         raise ConfigError("model.weights", f'a path to a weights file, or "{RANDOM_WEIGHTS}"', weights)
     if name in TORCHVISION_MODELS:
-        # torch: torchvision names the cache file (only for a pretrained torchvision model)
-        from trainables import backbones
-
-        # ConfigError naming model.weights when there is none
-        backbones.weights_file(
+        # ConfigError naming model.weights when there is none (torchvision's file name, torch-free)
+        pretrained_weights_file(
             name, weights, untrained=f"use mode: scratch (mode {mode} starts from pretrained weights)"
         )
         return

@@ -1,8 +1,8 @@
 """``reid``'s config checks, without torch: what ``expgrid validate`` runs per trial config.
 
-The checks read the tables of ``options.py``, never a registry of torch objects. A pretrained
-model's weights lookup (``backbones.weights_file``: torchvision names the cache file) is the one
-check that imports torch, and only when ``model.pretrained`` is true. The torch modules re-export
+The checks read the tables of ``options.py``, never a registry of torch objects; a pretrained
+model's weights file is looked up by the name torchvision gives it, written out in
+``trainables.pretrained_files`` (torch-free too). The torch modules re-export
 these checks under their old names (``models.check_model``, ``data.check_dataset`` …).
 """
 
@@ -18,6 +18,7 @@ from expgrid.config import merge
 from expgrid.errors import ConfigError, UnknownNameError
 from trainables.checks import dataset_key as _dataset_key
 from trainables.checks import require_int, require_mappings, require_seed
+from trainables.pretrained_files import weights_file
 from trainables.reid.options import (
     AUGMENTATIONS,
     DATASET_DEFAULTS,
@@ -135,10 +136,7 @@ def check_model(model_cfg: Mapping[str, Any]) -> None:
     if weights is not None and not isinstance(weights, str):
         raise ConfigError("model.weights", "a file path (or null for torchvision's cache)", weights)
     if pretrained:
-        # torch: torchvision names the cache file (only for pretrained weights)
-        from trainables.backbones import weights_file
-
-        weights_file(architecture(name), weights)
+        weights_file(architecture(name), weights)  # torchvision's file name, from a torch-free table
 
 
 def _number(
