@@ -13,6 +13,7 @@ import dataclasses
 import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -254,9 +255,10 @@ def _run_section(
     # Imported here: validation and `expgrid show` never load Ray.
     from cluster import connect, gpu, train_run, trial_side, tune_section
 
-    available = connect.connect(options.address, options.num_cpus, options.num_gpus, options.connect_timeout)
+    with _loading_data(spec, plans, data_cache, section.id) as loaded:  # while Ray starts
+        available = connect.connect(options.address, options.num_cpus, options.num_gpus, options.connect_timeout)
     interrupts.reinstall()  # ray.init sets a SIGTERM handler of its own
-    shared, data_ids = _shared_data(spec, plans, data_cache, trial_side.share, section.id)
+    shared, data_ids = _shared_data(spec, plans, data_cache, trial_side.share, section.id, loaded.data)
     resources = gpu.resolve(
         study.resources_of(section), spec, plans, available,
         data_for=lambda plan: shared.get(data_ids.get(plan.index)), stream=options.stream,
@@ -457,15 +459,18 @@ def _interrupted(section: Section, trials: list[TrialRecord], events: SectionEve
 
 
 def _shared_data(
-    spec: TrainableSpec, plans: list[planning.TrialPlan], cache: dict[Any, Any], share: Any, section_id: str = ""
-) -> tuple[dict[str, Any], dict[int, str]]:
+    spec: TrainableSpec, plans: list[planning.TrialPlan], cache: dict[Any, Any], share: Any, section_id: str = "",
+    loaded: dict[Any, Any] | None = None,
+) -> tuple[dict[str, Any], dict[int, str]]:  # fmt: skip
     """Load each distinct dataset once (on the driver) and ``share`` it (``ray.put``): trials get
     its object reference, so each node holds one copy however many trials read it, and nothing
     of it rides in the function Ray ships per actor class. Returns (data id → reference, trial
     index → data id). ``cache`` (data key → reference) keeps a dataset for the later sections
-    of the study that use it; the driver keeps only the reference, not a second copy."""
+    of the study that use it; the driver keeps only the reference, not a second copy.
+    ``loaded``: data key → data loaded already (:func:`_loading_data`), shared without loading."""
     if not spec.takes_data:
         return {}, {}
+    loaded = loaded if loaded is not None else {}
     shared: dict[str, Any] = {}
     ids: dict[int, str] = {}
     keys: dict[Any, str] = {}
@@ -474,13 +479,54 @@ def _shared_data(
         if key not in keys:
             keys[key] = f"data{len(keys)}"
             if key not in cache:
-                try:
-                    cache[key] = share(spec.load_data(plan.config))
-                except (ConfigError, OSError) as e:  # changed since `validate` checked it, or only found on reading
-                    raise StudyFailed(f"section {section_id}: loading the data of trial {plan.index}: {e}") from None
+                cache[key] = share(loaded.pop(key) if key in loaded else _load(spec, plan, section_id))
             shared[keys[key]] = cache[key]
         ids[plan.index] = keys[key]
     return shared, ids
+
+
+def _load(spec: TrainableSpec, plan: planning.TrialPlan, section_id: str) -> Any:
+    try:
+        return spec.load_data(plan.config)
+    except (ConfigError, OSError) as e:  # changed since `validate` checked it, or only found on reading
+        raise StudyFailed(f"section {section_id}: loading the data of trial {plan.index}: {e}") from None
+
+
+class _DataLoad(threading.Thread):
+    """The section's datasets not yet shared, loaded on a thread (``data``: data key → data)."""
+
+    def __init__(self, spec: TrainableSpec, plans: list[planning.TrialPlan], cache: dict[Any, Any], section_id: str):
+        super().__init__(name="expgrid-data-load", daemon=True)
+        self.spec, self.plans, self.cache, self.section_id = spec, plans, cache, section_id
+        self.data: dict[Any, Any] = {}
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for plan in self.plans:
+                key = data_key_of(self.spec, plan.config)
+                if key not in self.cache and key not in self.data:
+                    self.data[key] = _load(self.spec, plan, self.section_id)
+        except BaseException as e:  # noqa: BLE001 - raised in the waiting thread
+            self.error = e
+
+
+@contextlib.contextmanager
+def _loading_data(spec: TrainableSpec, plans: list[planning.TrialPlan], cache: dict[Any, Any],
+                  section_id: str) -> Iterator[_DataLoad]:  # fmt: skip
+    """Load the section's data on a thread while the body runs (connecting: a cold start of Ray
+    takes seconds, mostly waiting for its processes, and the first load imports torch and reads
+    the files), then wait for it; its error is raised here. Yields the loader (``data``)."""
+    loader = _DataLoad(spec, plans, cache, section_id)
+    if spec.takes_data:
+        loader.start()
+    try:
+        yield loader
+    finally:
+        while loader.is_alive():  # in slices: the caller's signal handlers run meanwhile
+            loader.join(0.1)
+    if loader.error is not None:
+        raise loader.error
 
 
 # ---------------------------------------------------------------------------------------------
