@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -146,7 +147,6 @@ CODE = REPO  # the checkout whose expgrid runs (--repo: e.g. another worktree, f
 
 
 def _run(cmd: list[str], cwd: Path) -> tuple[float, str]:
-    import os
 
     env = {**os.environ, "PYTHONPATH": str(CODE)}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -210,7 +210,8 @@ def main() -> None:
             rows["expgrid warm"].append(expgrid_warm(study, tmp, rep))
             if not args.skip_demo:
                 rows["digits demo"].append(digits_demo(tmp, rep))
-            print(f"rep {rep + 1}: " + ", ".join(f"{k} {v[-1][0]:.1f} s" for k, v in rows.items() if v), flush=True)
+            print(f"rep {rep + 1}: " + ", ".join(f"{k} {v[-1][0]:.1f} s" for k, v in rows.items() if v)
+                  + f" (load average {os.getloadavg()[0]:.1f})", flush=True)  # fmt: skip
     med = {k: (statistics.median(w for w, _ in v), statistics.median(f for _, f in v)) for k, v in rows.items() if v}
     print(f"\nmedians of {args.reps} (2 sections x 3 trials x {EPOCHS} epochs, {SLOTS} trials at once):")
     for k, (wall, fixed) in med.items():
