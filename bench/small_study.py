@@ -147,7 +147,6 @@ CODE = REPO  # the checkout whose expgrid runs (--repo: e.g. another worktree, f
 
 
 def _run(cmd: list[str], cwd: Path) -> tuple[float, str]:
-
     env = {**os.environ, "PYTHONPATH": str(CODE)}
     env.pop("MLFLOW_TRACKING_URI", None)
     start = time.perf_counter()
