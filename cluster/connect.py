@@ -7,8 +7,8 @@ Connecting applies the patches of cluster/patches.py (the driver's, before Tune 
 from __future__ import annotations
 
 import atexit
-import importlib
 import contextlib
+import importlib
 import ipaddress
 import logging
 import os
@@ -111,7 +111,7 @@ def start_in_background(
 
 
 # What Tune's usage telemetry imports at a process's first Tuner.fit to name the callbacks it was
-# given (ray.air._internal.usage._count_callbacks: its built-in logger callbacks' modules, MLflow's
+# given (Ray AIR's usage tagging of callbacks: its built-in logger callbacks' modules, MLflow's
 # pulling in mlflow itself): 0.8-0.95 s measured, otherwise on the driver's path to the first
 # trial. Imported here while ray.init mostly waits for Ray's processes.
 TUNE_TELEMETRY_IMPORTS = ("ray.air.integrations.mlflow", "ray.air.integrations.wandb",

@@ -15,7 +15,7 @@ tracking modules). tests/test_imports.py checks all of it.
 
 from typing import TYPE_CHECKING
 
-from expgrid.api import open, run, shutdown  # noqa: A004 - expgrid.open reads a results directory
+from expgrid.api import open, run, shutdown  # noqa: A004, F401 - expgrid.open: kept out of __all__ (below)
 from expgrid.errors import ConfigError, StudyFailed, StudyFileError
 from expgrid.reporter import StopTrial, data_parallel, report, restore
 
